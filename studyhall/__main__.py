@@ -1,0 +1,3 @@
+from studyhall.cli import main
+
+main()

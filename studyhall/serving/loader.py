@@ -1,0 +1,66 @@
+"""Turn a model spec string into a LangChain chat model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from studyhall.config import Settings, load_settings
+from studyhall.errors import StudyhallError
+from studyhall.serving.specs import parse_spec
+
+
+def resolve_path(spec: str, settings: Settings | None = None, progress: Any = None) -> str:
+    """Local weights folder for packaged/hf specs (packaged ones are prepared on first use)."""
+    settings = settings or load_settings()
+    parsed = parse_spec(spec)
+    if parsed.kind == "packaged":
+        from studyhall.serving.packaged import prepare
+
+        return str(prepare(parsed.target, settings.cache_dir, progress=progress))
+    if parsed.kind in ("hf", "vllm"):
+        target = parsed.target
+        if target.startswith("packaged:"):
+            return resolve_path(target, settings, progress)
+        return target
+    raise StudyhallError(f"{spec} has no local weights")
+
+
+def load_chat_model(spec: str | None = None, settings: Settings | None = None, **options: Any) -> BaseChatModel:
+    """A chat model for ``spec`` (default: settings.model). Options override settings."""
+    settings = settings or load_settings()
+    spec = spec or settings.model
+    parsed = parse_spec(spec)
+    if parsed.kind in ("packaged", "hf"):
+        from studyhall.serving.transformers_backend import TransformersChatModel
+
+        return TransformersChatModel(
+            spec=str(parsed),
+            path=resolve_path(spec, settings),
+            dtype=options.pop("dtype", settings.dtype),
+            threads=options.pop("threads", settings.threads),
+            max_batch_size=options.pop("max_batch_size", settings.max_batch_size),
+            batch_wait_ms=options.pop("batch_wait_ms", settings.batch_wait_ms),
+            max_tokens=options.pop("max_tokens", settings.max_new_tokens),
+            **options,
+        )
+    if parsed.kind == "openai":
+        from studyhall.serving.openai_backend import OpenAIChatModel
+
+        return OpenAIChatModel(
+            base_url=parsed.target,
+            model=parsed.model or "",
+            max_tokens=options.pop("max_tokens", settings.max_new_tokens),
+            timeout=options.pop("timeout", settings.request_timeout),
+            **options,
+        )
+    if parsed.kind == "fake":
+        from studyhall.serving.fake import ScriptedChatModel
+
+        return ScriptedChatModel.from_file(parsed.target)
+    if parsed.kind == "vllm":
+        from studyhall.serving.vllm_backend import load_vllm_chat_model
+
+        return load_vllm_chat_model(spec, settings, **options)
+    raise StudyhallError(f"no backend for {spec}")  # pragma: no cover

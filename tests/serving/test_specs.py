@@ -1,0 +1,32 @@
+import pytest
+
+from studyhall.errors import ModelSpecError
+from studyhall.serving.specs import parse_spec
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "target", "model"),
+    [
+        ("packaged:qwen2.5-coder-0.5b-instruct", "packaged", "qwen2.5-coder-0.5b-instruct", None),
+        ("hf:/models/x", "hf", "/models/x", None),
+        ("openai:http://127.0.0.1:8000/v1#qwen", "openai", "http://127.0.0.1:8000/v1", "qwen"),
+        ("vllm:packaged:qwen2.5-coder-0.5b-instruct", "vllm", "packaged:qwen2.5-coder-0.5b-instruct", None),
+        ("fake:script.json", "fake", "script.json", None),
+    ],
+)
+def test_forms(text, kind, target, model):
+    spec = parse_spec(text)
+    assert (spec.kind, spec.target, spec.model) == (kind, target, model)
+    assert parse_spec(str(spec)) == spec
+
+
+@pytest.mark.parametrize("text", ["", "qwen", "gpt:4", "openai:localhost#m", "openai:http://x/v1", "hf:"])
+def test_unknown_forms_list_valid_ones(text):
+    with pytest.raises(ModelSpecError) as info:
+        parse_spec(text)
+    assert "openai:" in str(info.value)
+
+
+def test_unknown_packaged_lists_packaged():
+    with pytest.raises(ModelSpecError, match="smollm2-135m-instruct"):
+        parse_spec("packaged:llama")
