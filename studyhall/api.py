@@ -60,18 +60,24 @@ async def asolve(
     thread_id: str | None = None,
     settings: Settings | None = None,
     on_update: Any = None,
+    record: bool = True,
     **options: Any,
 ) -> Trajectory:
+    """Solve one question; the Trajectory is also kept in the trajectory store unless
+    ``record=False``."""
     settings = settings or load_settings()
     chat = _model(model, settings)
     compiled = build_graph(graph, chat, settings=settings, **options)
     try:
-        return await arun(
+        traj = await arun(
             compiled, question, graph_name=graph, model=model_name(chat), gold=gold,
             thread_id=thread_id, on_update=on_update,
         )
     finally:
         _close(compiled)
+    if record:
+        _record([traj], settings)
+    return traj
 
 
 def solve(question: str, graph: str = "direct", model: str | BaseChatModel | None = None, **kw: Any) -> Trajectory:
@@ -86,6 +92,7 @@ async def asolve_many(
     *,
     concurrency: int = 8,
     settings: Settings | None = None,
+    record: bool = True,
     **options: Any,
 ) -> list[Trajectory]:
     """Many questions at once; the backend batches them. Items may be dicts with "gold"."""
@@ -94,9 +101,19 @@ async def asolve_many(
     compiled = build_graph(graph, chat, settings=settings, **options)
     items = [q if isinstance(q, dict) else {"question": q} for q in questions]
     try:
-        return await arun_many(compiled, items, graph_name=graph, model=model_name(chat), concurrency=concurrency)
+        trajs = await arun_many(compiled, items, graph_name=graph, model=model_name(chat), concurrency=concurrency)
     finally:
         _close(compiled)
+    if record:
+        _record(trajs, settings)
+    return trajs
+
+
+def _record(trajs: list[Trajectory], settings: Settings) -> None:
+    from studyhall.memory.trajectory_store import TrajectoryStore
+
+    with TrajectoryStore(settings.trajectory_db) as store:
+        store.put(trajs)
 
 
 def _close(compiled: Any) -> None:

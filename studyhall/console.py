@@ -46,3 +46,17 @@ def render_answer(console: Console, traj: Any) -> None:
     if traj.error:
         parts.append(f"[red]error: {traj.error}[/]")
     console.print("  ".join(parts))
+
+
+def render_extras(console: Console, traj: Any) -> None:
+    """What batch-level graphs produce beside an answer: new problems, the best prompt."""
+    meta = traj.metadata
+    for p in meta.get("new_problems") or []:
+        console.print(Panel(f"{p['question']}\n[dim]{p['solution']}[/]\nAnswer: {p['answer']}",
+                            title="[green]new problem (checked)", title_align="left", border_style="green"))
+    if meta.get("new_problems") == [] or meta.get("rejected"):
+        console.print(f"[dim]{len(meta.get('rejected') or [])} teacher problems rejected[/]")
+    if "best_prompt" in meta:
+        history = ", ".join(f"{h['score']:.2f}" for h in meta.get("history") or [])
+        console.print(Panel(meta["best_prompt"], title=f"[green]best prompt · score {meta['best_score']:.2f}",
+                            subtitle=f"scores in order: {history}", title_align="left", border_style="green"))

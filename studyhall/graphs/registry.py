@@ -12,6 +12,12 @@ from studyhall.errors import InputError
 # needs no imports of langgraph or the model stack.
 GRAPHS: dict[str, tuple[str, str]] = {
     "direct": ("studyhall.graphs.direct", "one student pass with step-by-step reasoning (the baseline)"),
+    "solve": ("studyhall.graphs.solve", "LoRID: knowledge -> deep reasoner beside an intuitive one; verifier or retry on disagreement"),
+    "vote": ("studyhall.graphs.vote", "self-consistency over k samples, adaptive early stop, verifier-weighted votes"),
+    "cory": ("studyhall.graphs.cory", "CORY: pioneer answers, observer answers after reading it; roles swappable"),
+    "code": ("studyhall.graphs.code", "tool-integrated reasoning: write Python, run it in the sandbox, fix, answer"),
+    "teach": ("studyhall.graphs.teach", "LLM2LLM: student errors -> teacher writes new problems -> keep checked ones"),
+    "optimize": ("studyhall.graphs.optimize", "PE2/EduPlanner: evaluator feedback -> optimizer rewrites the prompt, best-first"),
 }
 
 

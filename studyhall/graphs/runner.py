@@ -16,6 +16,8 @@ from studyhall.errors import InputError
 from studyhall.records import AgentStep, Trajectory, new_id
 from studyhall.tools.answers import answers_match, normalize_number
 
+_IN_TRAJECTORY = {"question", "gold", "examples", "steps", "answer", "solution", "confidence", "error", "solutions"}
+
 
 def model_name(model: Any) -> str:
     from studyhall.agents.base import unbind
@@ -50,9 +52,9 @@ def trajectory_from_state(
     if error is None and values.get("error"):
         error = values["error"]
     meta = dict(metadata or {})
-    for key in ("samples", "votes", "rounds", "prompt_history", "problems", "final_role"):
-        if key in values:
-            meta[key] = values[key]
+    # Graph-specific state (samples, votes, both reasoners' answers, new problems, prompt
+    # history...) goes to metadata; what the Trajectory holds already is not copied.
+    meta.update({k: v for k, v in values.items() if k not in _IN_TRAJECTORY})
     return Trajectory(
         id=thread_id,
         thread_id=thread_id,

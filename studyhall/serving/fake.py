@@ -33,6 +33,8 @@ class Rule(BaseModel):
     replies: list[str] = Field(default_factory=list)
     fail_times: int = 0
     error: str = "scripted backend failure"
+    fatal: bool = False  # raise a non-retryable RuntimeError instead of a BackendError
+    delay: float = 0.0  # seconds to wait before replying (simulates a slow or hung backend)
 
 
 class ScriptedChatModel(BaseChatModel):
@@ -67,21 +69,37 @@ class ScriptedChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "studyhall-scripted"
 
+    def _rule(self, prompt: str) -> tuple[int, Rule] | None:
+        for i, rule in enumerate(self.rules):
+            if re.search(rule.pattern, prompt, re.S):
+                return i, rule
+        return None
+
     def _next(self, prompt: str, kwargs: dict[str, Any]) -> str:
         with self._lock:
             self._calls.append({"prompt": prompt, "options": dict(kwargs)})
-            for i, rule in enumerate(self.rules):
-                if re.search(rule.pattern, prompt, re.S):
-                    count = self._counts.get(i, 0)
-                    self._counts[i] = count + 1
-                    if count < rule.fail_times:
-                        raise BackendError(rule.error)
-                    replies = rule.replies or [self.default]
-                    return replies[min(count - rule.fail_times, len(replies) - 1)]
-            return self.default
+            found = self._rule(prompt)
+            if found is None:
+                return self.default
+            i, rule = found
+            count = self._counts.get(i, 0)
+            self._counts[i] = count + 1
+            if count < rule.fail_times:
+                if rule.fatal:
+                    raise RuntimeError(rule.error)
+                raise BackendError(rule.error)
+            replies = rule.replies or [self.default]
+            return replies[min(count - rule.fail_times, len(replies) - 1)]
+
+    def _prompt(self, messages: list[BaseMessage]) -> str:
+        return "\n".join(f"{d['role']}: {d['content']}" for d in to_chat_dicts(messages))
+
+    def _delay(self, prompt: str) -> float:
+        found = self._rule(prompt)
+        return found[1].delay if found else 0.0
 
     def _replies(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[str, list[str]]:
-        prompt = "\n".join(f"{d['role']}: {d['content']}" for d in to_chat_dicts(messages))
+        prompt = self._prompt(messages)
         n = int(kwargs.get("n", 1))
         return prompt, [self._next(prompt, kwargs) for _ in range(n)]
 
@@ -92,7 +110,11 @@ class ScriptedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        prompt, replies = self._replies(messages, kwargs)
+        if delay := self._delay(self._prompt(messages)):
+            time.sleep(delay)
+        return self._result(*self._replies(messages, kwargs))
+
+    def _result(self, prompt: str, replies: list[str]) -> ChatResult:
         p = len(prompt.split())
         gens = [
             ChatGeneration(
@@ -105,7 +127,11 @@ class ScriptedChatModel(BaseChatModel):
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        return self._generate(messages, stop, None, **kwargs)
+        import asyncio
+
+        if delay := self._delay(self._prompt(messages)):
+            await asyncio.sleep(delay)
+        return self._result(*self._replies(messages, kwargs))
 
     def _words(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[int, list[str]]:
         prompt, replies = self._replies(messages, {**kwargs, "n": 1})

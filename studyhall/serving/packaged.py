@@ -174,7 +174,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) -> None:
     """Dequantize a GGUF with transformers and save a plain HF folder (float32 safetensors)."""
+    import functools
+
     import torch
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
@@ -183,23 +186,26 @@ def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) ->
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
+    plain_tqdm = gguf_utils.tqdm  # its own tqdm bar would garble ours
+    gguf_utils.tqdm = functools.partial(plain_tqdm, disable=True)
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
+        # A GGUF-loaded model refuses to save while it still carries its quantizer.
+        if getattr(model, "hf_quantizer", None) is not None:
+            del model.hf_quantizer
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        if progress:
+            progress("save", 0, 1)
+        model.save_pretrained(out_dir)
+        tokenizer.save_pretrained(out_dir)
     finally:
+        gguf_utils.tqdm = plain_tqdm
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
-    # A GGUF-loaded model refuses to save while it still carries its quantizer.
-    if getattr(model, "hf_quantizer", None) is not None:
-        del model.hf_quantizer
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    if progress:
-        progress("save", 0, 1)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
     if progress:
         progress("convert", 1, 1)
 
