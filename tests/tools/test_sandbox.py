@@ -5,6 +5,11 @@ Hostile programs are in test_sandbox_hostile.py."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -144,6 +149,7 @@ def test_concurrency_cap_queues_runs() -> None:
 
 
 def _sandbox_children(temp_root: Path) -> list[int]:
+    """Pids of sandbox children whose run directory is under `temp_root`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -151,7 +157,7 @@ def _sandbox_children(temp_root: Path) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if str(temp_root).encode() in cmdline:
+            if b"_child.py" in cmdline and str(temp_root).encode() in cmdline:
                 pids.append(int(entry.name))
     return pids
 
@@ -201,3 +207,85 @@ def test_default_temporary_directories_are_removed() -> None:
     assert r.ok
     after = set(Path(tempfile.gettempdir()).glob("studyhall-sandbox-*"))
     assert after - before == set()
+
+
+NON_ROOT_PROBE = """
+import json, sys
+sys.path.insert(0, {repo!r})
+from studyhall.tools.sandbox import Sandbox, SandboxLimits
+BI = "BI = [c for c in ().__class__.__base__.__subclasses__() if c.__name__ == 'BuiltinImporter'][0]\\n"
+kernel_only = SandboxLimits(audit_hook=False, import_guard=False)
+cases = {{
+    "math": ("from fractions import Fraction\\nFraction(1, 2) + 1", None),
+    "passwd": ("open('/etc/passwd').read()", None),
+    "kernel_passwd": ("open('/etc/passwd').read()", kernel_only),
+    "kernel_fork": ("import os\\nos.fork()", kernel_only),
+    "threads": (BI + "t = BI.load_module('_thread')\\nimport time\\n"
+                "for i in range(10000):\\n    t.start_new_thread(time.sleep, (600,))", None),
+}}
+sandbox = Sandbox()
+out = {{}}
+for name, (code, limits) in cases.items():
+    r = sandbox.run(code, limits)
+    out[name] = [r.ok, r.value, r.error and r.error.kind, r.error and r.error.message, r.layers]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to start a host process as another user")
+def test_a_non_root_host_still_confines(tmp_path: Path) -> None:
+    """The host as uid 65534 (keeping only the right to read the root-owned interpreter):
+    no netns or per-run uid, but rlimits, Landlock, seccomp and the hook still hold."""
+    script = tmp_path / "probe.py"
+    script.write_text(NON_ROOT_PROBE.format(repo=str(Path(__file__).resolve().parents[2])))
+    proc = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+         "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
+         sys.executable, str(script)],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["math"][:2] == [True, "Fraction(3, 2)"]
+    layers = out["math"][4]
+    assert "netns" not in layers and "uid" not in layers
+    assert {"rlimits", "seccomp", "audit-hook"} <= set(layers)
+    assert out["passwd"][2] == "forbidden"
+    assert out["kernel_fork"][2] == "forbidden" and "seccomp" in out["kernel_fork"][3]
+    assert out["threads"][2] == "runtime_error" and "can't start new thread" in out["threads"][3]
+    if any(x.startswith("landlock") for x in layers):
+        assert out["kernel_passwd"][2] == "runtime_error"
+        assert "Permission denied" in out["kernel_passwd"][3]
+
+
+def test_children_die_with_the_host(tmp_path: Path) -> None:
+    """A host killed outright (no cleanup) takes its sandboxed children with it."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    host = subprocess.Popen([sys.executable, "-c", (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
+        "from studyhall.tools.sandbox import Sandbox\n"
+        f"Sandbox(temp_root={str(runs)!r}).run('import time\\ntime.sleep(600)')\n")])
+    try:
+        for _ in range(400):
+            if _sandbox_children(runs):
+                break
+            time.sleep(0.05)
+        assert _sandbox_children(runs), "the child never started"
+        time.sleep(1.0)  # let it get past its setup and into the code's sleep
+        host.kill()
+        host.wait()
+        for _ in range(100):
+            if not _sandbox_children(runs):
+                break
+            time.sleep(0.05)
+        assert _sandbox_children(runs) == []
+    finally:
+        host.kill()
+
+
+def test_code_that_is_not_text_is_an_input_error() -> None:
+    from studyhall.errors import InputError
+
+    with pytest.raises(InputError, match="must be a str"):
+        run_python(b"1 + 1")  # type: ignore[arg-type]

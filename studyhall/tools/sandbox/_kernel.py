@@ -20,6 +20,7 @@ _libc.prctl.restype = ctypes.c_int
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 PR_SET_KEEPCAPS = 8
+PR_SET_PDEATHSIG = 1
 PR_CAPBSET_DROP = 24
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
@@ -58,7 +59,9 @@ def apply_rlimits(cfg: dict, per_run_uid: bool) -> None:
     mib = 1024 * 1024
     cpu = max(1, int(-(-cfg["cpu_seconds"] // 1)))
     nproc = cfg["max_processes"]
-    if not per_run_uid:
+    if os.getuid() == 0:
+        nproc = resource.RLIM_INFINITY  # root is exempt from RLIMIT_NPROC anyway
+    elif not per_run_uid:
         # RLIMIT_NPROC counts every task of the user, not of this process tree.
         nproc += _user_task_count(os.getuid())
     limits = {
@@ -115,6 +118,13 @@ def drop_to_uid(uid: int, keep_read_search: bool) -> None:
     _check(_libc.capset(ctypes.byref(header), data), "capset")
     _libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     _libc.prctl(PR_SET_KEEPCAPS, 0, 0, 0, 0)
+
+
+def die_with_parent(host_pid: int) -> None:
+    """SIGKILL this process if the host dies (set after any uid change, which clears it)."""
+    _libc.prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0)
+    if os.getppid() != host_pid:  # the host died before the line above
+        os._exit(1)
 
 
 def no_new_privs() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import marshal
 import math
 import os
 import secrets
@@ -26,6 +27,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from studyhall.errors import InputError
 from studyhall.tools.sandbox.models import SandboxError, SandboxLimits, SandboxResult
 
 CHILD = Path(__file__).with_name("_child.py")
@@ -41,6 +43,14 @@ def _python_paths() -> tuple[str, ...]:
     paths = {sys.base_prefix, sys.prefix, *(sysconfig.get_paths()[k] for k in keys)}
     paths |= {os.path.realpath(p) for p in paths}
     return tuple(sorted(p for p in paths if os.path.exists(p)))
+
+
+@cache
+def _child_modules() -> dict[str, bytes]:
+    """The child's modules, compiled once per host process."""
+    here = CHILD.parent
+    return {name: marshal.dumps(compile((here / f"{name}.py").read_text(), str(here / f"{name}.py"), "exec"))
+            for name in ("_kernel", "_guard", "_boot")}
 
 
 @cache
@@ -100,7 +110,7 @@ def _spawn(code: str, limits: SandboxLimits, temp_root: str | None) -> _Child:
         read, write = os.pipe()
         python = _python_paths()
         cfg = {
-            "code": code, "workdir": work, "channel_fd": write, "uid": uid,
+            "code": code, "workdir": work, "host_pid": os.getpid(), "channel_fd": write, "uid": uid,
             "keep_read_search": not _others_can_reach(python),
             "read_paths": [*python, *_SYSTEM_READ], "hook_read_paths": list(python),
             "site_packages": list(_site_packages()),
@@ -111,11 +121,11 @@ def _spawn(code: str, limits: SandboxLimits, temp_root: str | None) -> _Child:
             "max_files": limits.max_files, "value_chars": limits.output_kib * 1024,
             "network_namespace": limits.network_namespace, "landlock": limits.landlock,
             "seccomp": limits.seccomp, "audit_hook": limits.audit_hook,
-            "import_guard": limits.import_guard,
+            "import_guard": limits.import_guard, "modules": _child_modules(),
         }
-        cfg_path = os.path.join(base, "config.json")
-        with open(os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            json.dump(cfg, f)
+        cfg_path = os.path.join(base, "config.marshal")  # the child reads it with marshal
+        with open(os.open(cfg_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+            f.write(marshal.dumps(cfg))
         started = time.perf_counter()
         try:
             proc = subprocess.Popen(
@@ -281,7 +291,7 @@ def _classify(child: _Child, limits: SandboxLimits, o: _Outcome) -> SandboxResul
     cpu = o.rusage.ru_utime + o.rusage.ru_stime
     try:
         layers = [str(x) for x in json.loads(records.get("layers", "[]"))]
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         layers = []
     base = {"stdout": out, "stderr": err, "exit_code": code, "seconds": round(o.seconds, 4),
             "cpu_seconds": round(cpu, 4), "max_rss_kib": o.rusage.ru_maxrss, "layers": layers}
@@ -324,7 +334,7 @@ def _classify(child: _Child, limits: SandboxLimits, o: _Outcome) -> SandboxResul
             value = result.get("value")
             if value is not None and not isinstance(value, str):
                 raise ValueError("value is not a string")
-        except (ValueError, KeyError, TypeError, AttributeError, ValidationError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ValidationError):
             return failed("runtime_error", "the run ended with an unreadable result")
         if error is None and code != 0:
             return failed("runtime_error", f"the code exited with status {code}")
@@ -368,7 +378,13 @@ class Sandbox:
                 return pool.submit(asyncio.run, self._run(code, limits or self.limits)).result()
 
     async def _run(self, code: str, limits: SandboxLimits) -> SandboxResult:
-        child = await asyncio.to_thread(_spawn, code, limits, self.temp_root)
+        if not isinstance(code, str):
+            raise InputError(f"sandboxed code must be a str, not {type(code).__name__}")
+        try:
+            child = await asyncio.to_thread(_spawn, code, limits, self.temp_root)
+        except OSError as e:  # the host could not start a run (no fds, disk full, ...)
+            return SandboxResult(ok=False, error=SandboxError(
+                kind="internal_error", message=f"the sandbox could not start a run: {e}"))
         try:
             return _classify(child, limits, await _watch(child, limits))
         finally:
