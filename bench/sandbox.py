@@ -5,6 +5,9 @@ a sandboxed run against plain `python -c` and `python -I -S -c` (the same interp
 the confinement) started the same way, as ratios.
 
     python bench/sandbox.py [--runs 20] [--concurrency 8]
+
+The three sequential measurements are interleaved run by run, so load from other work on
+the machine affects them alike.
 """
 
 from __future__ import annotations
@@ -23,13 +26,17 @@ from studyhall.tools.sandbox import Sandbox, SandboxLimits  # noqa: E402
 SNIPPET = "1 + 1"
 
 
-def plain(args: list[str], runs: int) -> float:
-    """Seconds per run of the interpreter started with `args`."""
+def plain(args: list[str]) -> float:
+    """Seconds for one run of the interpreter started with `args`."""
     start = time.perf_counter()
-    for _ in range(runs):
-        subprocess.run([sys.executable, *args, f"print({SNIPPET})"], check=True,
-                       capture_output=True)
-    return (time.perf_counter() - start) / runs
+    subprocess.run([sys.executable, *args, f"print({SNIPPET})"], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def sandboxed(sandbox: Sandbox) -> float:
+    start = time.perf_counter()
+    assert sandbox.run(SNIPPET).value == "2"
+    return time.perf_counter() - start
 
 
 async def concurrent(sandbox: Sandbox, runs: int) -> float:
@@ -50,12 +57,14 @@ def main() -> None:
     r = sandbox.run(SNIPPET)  # warm caches
     assert r.ok and r.value == "2", r.error
 
-    start = time.perf_counter()
+    # Interleaved, so a change in the machine's load hits all three alike.
+    totals = {"python_c": 0.0, "isolated_c": 0.0, "sandbox": 0.0}
     for _ in range(args.runs):
-        assert sandbox.run(SNIPPET).value == "2"
-    sandboxed = (time.perf_counter() - start) / args.runs
-    python_c = plain(["-c"], args.runs)
-    isolated_c = plain(["-I", "-S", "-c"], args.runs)
+        totals["python_c"] += plain(["-c"])
+        totals["isolated_c"] += plain(["-I", "-S", "-c"])
+        totals["sandbox"] += sandboxed(sandbox)
+    python_c, isolated_c, sequential = (totals[k] / args.runs
+                                        for k in ("python_c", "isolated_c", "sandbox"))
     wall = asyncio.run(concurrent(sandbox, args.runs * 2))
     per_run_8 = wall / (args.runs * 2)
 
@@ -64,15 +73,15 @@ def main() -> None:
     rows = [
         ("python -c (site, plain)", python_c),
         ("python -I -S -c (plain)", isolated_c),
-        ("sandbox, sequential", sandboxed),
+        ("sandbox, sequential", sequential),
         (f"sandbox, {args.concurrency} at once", per_run_8),
     ]
     for name, s in rows:
         print(f"{name:34}{s:9.4f}{1 / s:9.1f}{s / python_c:8.2f}x")
-    print(f"sandbox overhead per run vs python -c: {sandboxed - python_c:+.4f} s "
-          f"({sandboxed / python_c:.2f}x); vs python -I -S -c: {sandboxed - isolated_c:+.4f} s "
-          f"({sandboxed / isolated_c:.2f}x)")
-    print(f"{args.concurrency} at once vs sequential: {sandboxed / per_run_8:.2f}x the runs/s")
+    print(f"sandbox overhead per run vs python -c: {sequential - python_c:+.4f} s "
+          f"({sequential / python_c:.2f}x); vs python -I -S -c: {sequential - isolated_c:+.4f} s "
+          f"({sequential / isolated_c:.2f}x)")
+    print(f"{args.concurrency} at once vs sequential: {sequential / per_run_8:.2f}x the runs/s")
 
 
 if __name__ == "__main__":

@@ -132,13 +132,20 @@ def run(code: str, user_globals: dict, value_chars: int, ast, lines: list[str]):
         return None, runtime_error(e, lines), 1
 
 
+MESSAGE_CHARS = 2000  # exception messages and source lines in reports are cut to this
+
+
+def clip(text: str) -> str:
+    return text if len(text) <= MESSAGE_CHARS else text[:MESSAGE_CHARS] + " ... [cut]"
+
+
 def syntax_error(e: BaseException) -> dict:
     if isinstance(e, SyntaxError):
         where = f" (line {e.lineno}, column {e.offset})" if e.lineno else ""
-        text = f": {e.text.strip()}" if e.text and e.text.strip() else ""
+        text = f": {clip(e.text.strip())}" if e.text and e.text.strip() else ""
         return {"kind": "syntax_error", "message": f"{e.msg}{where}{text}",
                 "exception_type": type(e).__name__, "line": e.lineno}
-    return {"kind": "syntax_error", "message": f"{type(e).__name__}: {e}",
+    return {"kind": "syntax_error", "message": clip(f"{type(e).__name__}: {e}"),
             "exception_type": type(e).__name__}
 
 
@@ -152,7 +159,7 @@ def runtime_error(e: BaseException, lines: list[str]) -> dict:
         kind = "file_limit"
     name = type(e).__name__
     try:
-        message = str(e)
+        message = clip(str(e))
     except BaseException:  # noqa: BLE001
         message = "<the exception's message could not be computed>"
     frames = []  # (line, function) of the code's own frames; library frames are left out
@@ -162,7 +169,7 @@ def runtime_error(e: BaseException, lines: list[str]) -> dict:
             frames.append((tb.tb_lineno, tb.tb_frame.f_code.co_name))
         tb = tb.tb_next
     e.__traceback__ = None
-    text = "".join(f"  line {n}, in {fn}\n    {lines[n - 1].strip() if 0 < n <= len(lines) else ''}\n"
+    text = "".join(f"  line {n}, in {fn}\n    {clip(lines[n - 1].strip()) if 0 < n <= len(lines) else ''}\n"
                    for n, fn in frames[-8:])
     return {"kind": kind, "message": f"{name}: {message}" if message else name,
             "exception_type": name, "line": frames[-1][0] if frames else None,

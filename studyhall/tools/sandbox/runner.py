@@ -99,6 +99,7 @@ class _Child:
 
 def _spawn(code: str, limits: SandboxLimits, temp_root: str | None) -> _Child:
     base = tempfile.mkdtemp(prefix="studyhall-sandbox-", dir=temp_root)
+    read = -1
     try:
         os.chmod(base, 0o711)
         work = os.path.join(base, "work")
@@ -136,6 +137,8 @@ def _spawn(code: str, limits: SandboxLimits, temp_root: str | None) -> _Child:
         finally:
             os.close(write)
     except BaseException:
+        if read >= 0:
+            os.close(read)
         _remove_tree(base)
         raise
     return _Child(proc, base, read, started)
