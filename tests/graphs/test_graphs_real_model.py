@@ -36,6 +36,7 @@ def run_all(graph_name, model, problems, **options):
     ("solve", {"knowledge", "student"}, {"rounds": 2}),
     ("vote", {"student"}, {"k": 4, "first": 2}),
     ("cory", {"pioneer", "observer"}, {}),
+    ("code", {"coder"}, {"max_turns": 2}),
 ])
 def test_question_graphs(smol, problems, graph, roles, options):
     for t in run_all(graph, smol, problems, **options):
