@@ -9,7 +9,7 @@ import pytest
 from .conftest import NATALIA, QWEN, SMOL, studyhall_cmd
 
 
-def run(*args: str, input: str | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run(*args: str, input: str | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
     return subprocess.run(studyhall_cmd(*args), capture_output=True, text=True, input=input, timeout=timeout)
 
 
