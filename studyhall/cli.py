@@ -19,6 +19,15 @@ app = typer.Typer(
 models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 
+
+def _register_groups() -> None:
+    from studyhall.training.loop.cli import app as loop_app
+
+    app.add_typer(loop_app, name="loop")
+
+
+_register_groups()
+
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]
 
