@@ -71,3 +71,25 @@ def test_stopping_an_answer_frees_the_engine(smol):
     time.sleep(0.5)
     assert engine._rows == [] and engine.stats["tokens"] - at_cancel <= 1
     assert asyncio.run(session.turns()) == []
+
+
+def test_too_long_a_question_and_an_unsupported_adapter_are_clear_errors(smol, tmp_path):
+    session = session_for(smol, thread_id="errors-real")
+    session.graph_options = {"max_tokens": 8}
+    session.rebuild()
+    asyncio.run(session.handle("Tom has 3 apples. " * 3000 + "How many apples?"))  # ~18k tokens
+    text = session.out.file.getvalue()
+    assert re.search(r"error: prompt has \d+ tokens; the model's context holds \d+", text)
+    assert "hint: shorten the question" in text
+
+    adapter = tmp_path / "adapter"  # an empty folder is never a usable adapter
+    adapter.mkdir()
+    before = len(session.out.file.getvalue())
+    asyncio.run(session.command(f"/adapter {adapter}"))
+    asyncio.run(session.handle("What is 2+3?"))
+    with_adapter = session.out.file.getvalue()[before:]
+    assert "error:" in with_adapter and "Traceback" not in with_adapter and "Answer:" not in with_adapter
+    asyncio.run(session.command("/adapter off"))
+    before = len(session.out.file.getvalue())
+    asyncio.run(session.handle("What is 2+3?"))  # the session goes on
+    assert re.search(r"(Answer: \S+|No answer: .*?)\s+\d+ tokens", session.out.file.getvalue()[before:])
