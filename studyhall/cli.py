@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
+from studyhall.chat.cli import chat as chat_command
+
 app = typer.Typer(
     name="studyhall",
     help="Multi-agent reasoning for math word problems: solve, chat, eval, train, loop.",
@@ -18,6 +20,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.command("chat")(chat_command)
 
 
 def _register_groups() -> None:

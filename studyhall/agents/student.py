@@ -45,7 +45,10 @@ def user_prompt(
     knowledge: str | None = None,
     examples: Sequence[dict[str, Any]] = (),
     feedback: str | None = None,
+    history: Sequence[dict[str, Any]] = (),
 ) -> str:
+    """``history``: earlier questions and answers of a conversation (chat), so a follow-up
+    question can refer to them."""
     parts = []
     for i, ex in enumerate(examples, 1):
         parts.append(f"Example {i}:\nProblem: {ex['question']}\nSolution: {ex['solution']}\nAnswer: {ex['answer']}\n")
@@ -53,6 +56,9 @@ def user_prompt(
         parts.append(f"Useful facts and sub-goals:\n{knowledge.strip()}\n")
     if feedback:
         parts.append(f"A reviewer's note on an earlier attempt:\n{feedback.strip()}\n")
+    if history:
+        earlier = [f"Problem: {t['question'].strip()}\nAnswer: {t.get('answer') or 'unknown'}" for t in history]
+        parts.append("Earlier in this conversation (the problem below may refer to it):\n" + "\n".join(earlier) + "\n")
     parts.append(f"Problem: {question.strip()}")
     return "\n".join(parts)
 
@@ -65,12 +71,14 @@ async def solve(
     knowledge: str | None = None,
     examples: Sequence[dict[str, Any]] = (),
     feedback: str | None = None,
+    history: Sequence[dict[str, Any]] = (),
     node: str = "student",
     config: RunnableConfig | None = None,
     round: int = 0,
     **sampling: Any,
 ) -> AgentOutput[StudentAnswer]:
-    msgs = messages(system, user_prompt(question, knowledge=knowledge, examples=examples, feedback=feedback))
+    prompt = user_prompt(question, knowledge=knowledge, examples=examples, feedback=feedback, history=history)
+    msgs = messages(system, prompt)
     return await call_agent(
         model, msgs, parse, role="student", node=node, config=config, reminder=REMINDER,
         round=round, **sampling,

@@ -35,6 +35,7 @@ def build(
             state["question"],
             system=system_prompt or student.SYSTEM,
             examples=state.get("examples") or (),
+            history=state.get("history") or (),
             config=config,
             **sampling,
         )

@@ -60,7 +60,7 @@ def build(
                 model, state["question"], system=system_prompt or student.SYSTEM,
                 knowledge=state.get("knowledge") if with_knowledge else None,
                 examples=state.get("examples") or (), feedback=state.get("feedback"),
-                node=name, config=config, round=state.get("round", 0), **sampling(state),
+                history=state.get("history") or (), node=name, config=config, round=state.get("round", 0), **sampling(state),
             )
             value = {"answer": out.value.answer, "solution": out.value.reasoning} if out.value else \
                 {"answer": None, "solution": out.step.completion}

@@ -11,6 +11,7 @@ class GraphState(TypedDict, total=False):
     question: str
     gold: str | None
     examples: list[dict[str, Any]]  # retrieved worked examples (question, solution, answer)
+    history: list[dict[str, Any]]  # earlier questions and answers in a chat thread (question, answer)
     steps: Annotated[list[dict[str, Any]], operator.add]
     answer: str | None
     solution: str | None

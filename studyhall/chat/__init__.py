@@ -1,0 +1,1 @@
+"""studyhall.chat: the terminal session people open first (``studyhall chat``)."""
