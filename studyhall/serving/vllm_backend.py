@@ -15,8 +15,10 @@ wait on a future, so sync, async and streaming calls all share the one batch. Fo
 that many processes share, ``studyhall serve --backend vllm`` runs vLLM's own API server.
 
 LoRA: with ``enable_lora`` every call may pick an adapter folder via the ``adapter`` bind
-option (``model.bind(adapter=PATH)``); each folder gets a stable integer id. Base requests
-are routed through an all-zero identity adapter on CPU (see ``vllm_lora``).
+option (``model.bind(adapter=PATH)``); each folder is checked against the base model once and
+gets a stable integer id, and vLLM loads it once per engine (so a retrained adapter goes into
+a new folder). Base requests are routed through an all-zero identity adapter on CPU (see
+``vllm_lora``).
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ class VLLMEngine:
         self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
-        self._lora_ids: dict[str, int] = {}
+        self._lora_ids: dict[str, int] = {}  # adapter folder -> stable LoRA id
+        self._lora_requests: dict[str, Any] = {}  # adapter as asked -> checked LoRARequest
         self._lora_lock = threading.Lock()
         self._tok_lock = threading.Lock()
         self._dead: BaseException | None = None
@@ -187,18 +190,23 @@ class VLLMEngine:
             return None
         from vllm.lora.request import LoRARequest
 
+        key = adapter or ""
+        with self._lora_lock:
+            cached = self._lora_requests.get(key)
+        if cached is not None or (not adapter and self.identity_path is None):
+            return cached
         if not adapter:
-            if self.identity_path is None:
-                return None
-            adapter, name = self.identity_path, "studyhall-identity"
+            path, name = str(self.identity_path), "studyhall-identity"
         else:
             from studyhall.serving.vllm_lora import check_adapter
 
             info = check_adapter(adapter, self.path, self.options.max_lora_rank)
-            adapter, name = str(info.path), info.path.name
+            path, name = str(info.path), info.path.name
         with self._lora_lock:
-            lora_id = self._lora_ids.setdefault(adapter, len(self._lora_ids) + 1)
-        return LoRARequest(lora_name=f"{name}-{lora_id}", lora_int_id=lora_id, lora_path=adapter)
+            lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
+            request = LoRARequest(lora_name=f"{name}-{lora_id}", lora_int_id=lora_id, lora_path=path)
+            self._lora_requests[key] = request
+        return request
 
     def submit(self, prompt_ids: list[int], params: Any, lora: Any = None,
                on_delta: Callable[[str], None] | None = None) -> tuple[str, Future]:
