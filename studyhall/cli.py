@@ -18,6 +18,9 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+from studyhall.memory.cli import app as memory_app  # noqa: E402
+
+app.add_typer(memory_app, name="memory")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]
