@@ -33,7 +33,6 @@ and dimension; opening it with another model fails (never a silent dimension mis
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -82,7 +81,6 @@ class EpisodicMemory:
         self.name = name
         self.solutions_name = f"{name}-solutions"
         self._ef = chroma_embedding(model)
-        self._lock = threading.RLock()
         with handle.session() as s:
             batch = s.max_batch_size()
         self._batch = max(1, min(WRITE_BATCH, batch))
@@ -208,7 +206,7 @@ class EpisodicMemory:
 
     def _write(self, eps: list[Episode], q: Any, v: Any) -> None:
         ids = [e.id for e in eps]
-        with self._lock, self.handle.session(write=True) as s:
+        with self.handle.session(write=True) as s:
             episodes, solutions = self._cols(s)
             solutions.upsert(ids=ids, embeddings=v, metadatas=[_solution_metadata(e) for e in eps])
             episodes.upsert(ids=ids, embeddings=q, documents=[e.question for e in eps],
@@ -228,20 +226,22 @@ class EpisodicMemory:
         """Delete episodes created before ``before`` (naive = UTC); returns how many."""
         cutoff = (before if before.tzinfo else before.replace(tzinfo=UTC)).timestamp()
         where = {"created_ts": {"$lt": cutoff}}
-        with self._lock, self.handle.session(write=True) as s:
+        with self.handle.session(write=True) as s:
             episodes, solutions = self._cols(s)
             ids = episodes.get(where=where, include=[])["ids"]
-            orphan = solutions.get(where=where, include=[])["ids"]
+            # solution vectors go by their own timestamps: this also clears any left behind
+            # by a write that died between the two collections
+            vector_ids = solutions.get(where=where, include=[])["ids"]
             for start in range(0, len(ids), self._batch):
                 episodes.delete(ids=ids[start:start + self._batch])
-            for start in range(0, len(orphan), self._batch):
-                solutions.delete(ids=orphan[start:start + self._batch])
+            for start in range(0, len(vector_ids), self._batch):
+                solutions.delete(ids=vector_ids[start:start + self._batch])
         return len(ids)
 
     # ------------------------------------------------------------------ reading
 
     def count(self) -> int:
-        with self._lock, self.handle.session() as s:
+        with self.handle.session() as s:
             return self._cols(s)[0].count()
 
     def get(self, episode_id: str) -> Episode | None:
@@ -252,7 +252,7 @@ class EpisodicMemory:
         """The stored episodes among ``ids``, in the order asked (missing ones left out)."""
         if not ids:
             return []
-        with self._lock, self.handle.session() as s:
+        with self.handle.session() as s:
             got = self._cols(s)[0].get(ids=list(ids), include=["documents", "metadatas"])
         by_id = {i: _episode(i, d, m) for i, d, m in zip(got["ids"], got["documents"], got["metadatas"], strict=True)}
         return [by_id[i] for i in ids if i in by_id]
@@ -261,7 +261,7 @@ class EpisodicMemory:
         """Every stored episode, a page at a time."""
         offset = 0
         while True:
-            with self._lock, self.handle.session() as s:
+            with self.handle.session() as s:
                 got = self._cols(s)[0].get(include=["documents", "metadatas"], limit=page, offset=offset)
             if not got["ids"]:
                 return
@@ -291,41 +291,40 @@ class EpisodicMemory:
                  skip_question: str | None = None) -> list[Neighbor]:
         """Nearest episodes by question vector. Filters are applied to an over-fetched
         unfiltered candidate list (a filtered HNSW search costs ~100x more at 100k); only when
-        the candidates run out of matches does it fall back to chroma's ``where`` search."""
+        the candidates run out of matches does it fall back to chroma's ``where`` search.
+        Only the episodes returned are decoded."""
         if k <= 0:
             return []
 
-        def wanted(n: Neighbor) -> bool:
-            if solved_only and n.episode.correct is not True:
+        def wanted(row: tuple[str, str, dict[str, Any], float]) -> bool:
+            if solved_only and row[2].get("correct") is not True:
                 return False
-            return skip_question is None or normalize_text(n.episode.question) != skip_question
+            return skip_question is None or normalize_text(row[1] or "") != skip_question
 
-        with self._lock, self.handle.session() as s:
+        filtered = solved_only or skip_question is not None
+        n = max(4 * k, 16) if filtered else k
+        with self.handle.session() as s:
             episodes = self._cols(s)[0]
-            total = episodes.count()
-            if total == 0:
-                return []
-            filtered = solved_only or skip_question is not None
-            n = min(total, max(4 * k, 16) if filtered else k)
             while True:
-                hits = [h for h in self._query(episodes, vector, n) if wanted(h)]
-                if len(hits) >= k or n >= total:
-                    return hits[:k]
-                if n >= self.overfetch_limit:
+                rows = self._query(episodes, vector, n)
+                hits = [r for r in rows if wanted(r)]
+                if len(hits) >= k or len(rows) < n:  # enough, or the whole collection seen
                     break
-                n = min(total, n * 4)
-            where = {"correct": True} if solved_only else None
-            extra = 0 if skip_question is None else 8
-            hits = [h for h in self._query(episodes, vector, min(total, k + extra), where=where) if wanted(h)]
-            return hits[:k]
+                if n >= self.overfetch_limit:
+                    where = {"correct": True} if solved_only else None
+                    extra = 0 if skip_question is None else 8
+                    hits = [r for r in self._query(episodes, vector, k + extra, where=where) if wanted(r)]
+                    break
+                n *= 4
+        return [Neighbor(episode=_episode(i, d, m), similarity=1.0 - dist) for i, d, m, dist in hits[:k]]
 
     @staticmethod
-    def _query(col: Any, vector: Any, n: int, where: dict[str, Any] | None = None) -> list[Neighbor]:
+    def _query(col: Any, vector: Any, n: int,
+               where: dict[str, Any] | None = None) -> list[tuple[str, str, dict[str, Any], float]]:
         got = col.query(query_embeddings=[vector], n_results=n, where=where,
                         include=["documents", "metadatas", "distances"])
-        return [Neighbor(episode=_episode(i, d, m), similarity=1.0 - float(dist))
-                for i, d, m, dist in zip(got["ids"][0], got["documents"][0], got["metadatas"][0],
-                                         got["distances"][0], strict=True)]
+        return [(i, d, m or {}, float(dist)) for i, d, m, dist in
+                zip(got["ids"][0], got["documents"][0], got["metadatas"][0], got["distances"][0], strict=True)]
 
     def novelty(self, text: str, k: int = 5) -> float:
         """``1 - mean(max(0, cos))`` to the k nearest stored solutions, in [0, 1]."""
@@ -348,12 +347,8 @@ class EpisodicMemory:
 
         if len(vectors) == 0:
             return []
-        with self._lock, self.handle.session() as s:
-            solutions = self._cols(s)[1]
-            total = solutions.count()
-            if total == 0:
-                return [1.0] * len(vectors)
-            got = solutions.query(query_embeddings=list(vectors), n_results=min(k, total), include=["distances"])
+        with self.handle.session() as s:
+            got = self._cols(s)[1].query(query_embeddings=list(vectors), n_results=k, include=["distances"])
         out = []
         for dists in got["distances"]:
             sims = np.clip(1.0 - np.asarray(dists, dtype=np.float64), 0.0, 1.0)
@@ -375,13 +370,9 @@ class EpisodicMemory:
         if not questions:
             return []
         vectors = self.model.encode(list(questions))
-        with self._lock, self.handle.session() as s:
-            episodes = self._cols(s)[0]
-            if episodes.count():
-                got = episodes.query(query_embeddings=list(vectors), n_results=1, include=["distances"])
-                stored = [1.0 - d[0] if d else -1.0 for d in got["distances"]]
-            else:
-                stored = [-1.0] * len(questions)
+        with self.handle.session() as s:
+            got = self._cols(s)[0].query(query_embeddings=list(vectors), n_results=1, include=["distances"])
+        stored = [1.0 - d[0] if d else -1.0 for d in got["distances"]]
         kept: list[int] = []
         for i, sim in enumerate(stored):
             if sim >= threshold:
@@ -419,7 +410,7 @@ class EpisodicMemory:
                 counts[key][getattr(ep, key)] += 1
             first = ep.created_at if first is None or ep.created_at < first else first
             last = ep.created_at if last is None or ep.created_at > last else last
-        with self._lock, self.handle.session() as s:
+        with self.handle.session() as s:
             solutions = self._cols(s)[1].count()
         return {
             "location": self.location,

@@ -234,6 +234,21 @@ def test_two_processes_writing_at_once_lose_nothing(target):
             assert [n.episode.id for n in (mem.search_vector(vec[i], 1)[0] for i in (0, 39))] == [eps[0].id, eps[39].id]
 
 
+def test_an_open_memory_sees_what_another_process_wrote_and_the_other_way_round(target):
+    mem = EpisodicMemory.open(**target)
+    mem.add(APPLES)
+    mem.search_vector(mem.model.encode(["warm"])[0], 1)  # this process now holds an open index
+    out = subprocess.run(writer(target, "--tag", "O", "--batches", "2", "--size", "30"), cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert mem.count() == 5 + 60
+    vec = synthetic_vectors("O", 1, 30, 384)
+    assert mem.search_vector(vec[7], 1)[0].episode.id == synthetic("O", 1, 30)[7].id
+    mem.add([ep("One more, written after the other process", "1")])
+    reread = subprocess.run(writer(target, "--count"), cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert reread.stdout.strip() == str(5 + 60 + 1), reread.stderr
+
+
 def test_a_writer_killed_mid_write_leaves_every_committed_batch_readable(target):
     size = 600
     p = subprocess.Popen(writer(target, "--tag", "K", "--batches", "40", "--size", str(size)), cwd=REPO,
