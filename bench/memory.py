@@ -96,7 +96,8 @@ def main() -> None:
     folder = args.keep or tempfile.mkdtemp(prefix="bench-memory-")
     mem = (EpisodicMemory.open(url=args.url, collection=f"bench-{int(time.time())}") if args.url
            else EpisodicMemory.open(path=folder))
-    print(f"store {mem.location}  model {mem.model.name} ({mem.model.dim} dims)  torch threads {torch.get_num_threads()}")
+    print(f"store {mem.location}  model {mem.model.name} ({mem.model.dim} dims)  torch threads {torch.get_num_threads()}, "
+          f"{mem.model.threads} for embedding  load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
     # The embedding alone.
     texts = synthetic(args.unique, seed=1)
@@ -182,6 +183,7 @@ def main() -> None:
     print(f"\ninsert/s excl = the episodes added to reach that size, vectors given; incl = {args.with_embedding} "
           f"more episodes with question and solution embedded. Latencies in ms; '+embed' = similar_solved "
           f"from text (embedding included).")
+    print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work shares them)")
     print(f"target: similar_solved search p50 < 10 ms at {last[0]:,} excluding embedding: {p50:.2f} ms -> "
           f"{'PASS' if p50 < 10 else 'MISS'}  (embedding one text alone: p50 {pct(one, 50):.2f} ms)")
     if not args.keep and not args.url:

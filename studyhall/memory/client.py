@@ -176,10 +176,16 @@ class HttpHandle(ChromaHandle):
 
     @contextlib.contextmanager
     def session(self, write: bool = False) -> Iterator[ChromaHandle]:
+        import httpx
+
         with self._lock:
             if self._client is None:
                 self._connect()
-            yield self
+            try:
+                yield self
+            except httpx.TransportError as exc:  # the server went away mid-call
+                raise BackendError(f"lost the chroma server at {self.location}: {exc}",
+                                   hint="is `chroma run` still up? the call may not have been written") from None
 
     def _connect(self) -> None:
         import chromadb

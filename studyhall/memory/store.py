@@ -33,6 +33,7 @@ and dimension; opening it with another model fails (never a silent dimension mis
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -76,6 +77,9 @@ class EpisodicMemory:
     overfetch_limit = 1024
 
     def __init__(self, handle: ChromaHandle, model: EmbeddingModel, name: str = DEFAULT_COLLECTION) -> None:
+        if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9._-]{1,400}[a-zA-Z0-9]", name):
+            raise InputError(f"collection name {name!r} is not allowed",
+                             hint="3-400 characters from a-z A-Z 0-9 . _ -, starting and ending with a letter or digit")
         self.handle = handle
         self.model = model
         self.name = name

@@ -30,6 +30,11 @@ def test_encode_gives_unit_vectors_that_put_similar_problems_close():
     assert v[0] @ v[1] > 0.8 > v[0] @ v[2]
     assert model.dim == int(model.load().get_embedding_dimension())
     assert model.encode([]).shape == (0, 384)
+    import torch
+
+    before = torch.get_num_threads()
+    model.encode(["encoding runs on its own thread count and gives the caller's back"])
+    assert torch.get_num_threads() == before
 
 
 def _variant(tmp_path, name: str, **pooling) -> str:

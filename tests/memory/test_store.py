@@ -289,10 +289,14 @@ def test_a_restart_sees_every_committed_episode(tmp_path):
         out = subprocess.run(writer(url, "--tag", "R", "--batches", "3", "--size", "30"), cwd=REPO,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
+        mem = EpisodicMemory.open(**url)
         server.kill()  # no clean shutdown
+        with pytest.raises(BackendError, match="lost the chroma server"):
+            mem.count()
         server.start()
         reread = subprocess.run(writer(url, "--count"), cwd=REPO, capture_output=True, text=True, timeout=300)
         assert reread.stdout.strip() == "90", reread.stderr
+        assert mem.count() == 90  # the open memory carries on once the server is back
     finally:
         server.stop()
 
@@ -307,6 +311,8 @@ def test_open_follows_settings_and_says_clearly_what_is_wrong(tmp_path, settings
     assert "chroma run" in err.value.hint
     with pytest.raises(ConfigError, match="not an http"):
         EpisodicMemory.open(url="ftp://somewhere")
+    with pytest.raises(InputError, match="collection name 'a b' is not allowed"):
+        EpisodicMemory.open(path=tmp_path / "m", collection="a b")
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="cannot use"):
         EpisodicMemory.open(path=tmp_path / "file")
