@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from studyhall.chat.cli import chat as chat_command
+from studyhall.memory.cli import app as memory_app
+from studyhall.training.loop.cli import app as loop_app
 
 app = typer.Typer(
     name="studyhall",
@@ -21,15 +23,8 @@ app = typer.Typer(
 models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
 app.command("chat")(chat_command)
-
-
-def _register_groups() -> None:
-    from studyhall.training.loop.cli import app as loop_app
-
-    app.add_typer(loop_app, name="loop")
-
-
-_register_groups()
+app.add_typer(memory_app, name="memory")
+app.add_typer(loop_app, name="loop")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]

