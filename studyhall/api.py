@@ -42,8 +42,14 @@ def build_graph(
     **options: Any,
 ) -> Any:
     """A compiled LangGraph graph. ``checkpointer``: "sqlite" (the configured database),
-    None (no persistence), or any LangGraph checkpoint saver."""
+    None (no persistence), or any LangGraph checkpoint saver. ``retrieve=k`` (direct, solve,
+    vote) gives the agents the k most similar correctly solved problems from episodic memory
+    (the configured one unless ``memory=`` is passed)."""
     settings = settings or load_settings()
+    if options.get("retrieve") and options.get("memory") is None:
+        from studyhall.memory.store import EpisodicMemory
+
+        options["memory"] = EpisodicMemory.open(settings)
     if checkpointer == "sqlite":
         from studyhall.graphs.checkpoint import open_checkpointer
 

@@ -9,10 +9,10 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 
 from studyhall.agents import student
-from studyhall.graphs.common import BACKEND_RETRY
+from studyhall.graphs.common import BACKEND_RETRY, start_with_retrieval
 from studyhall.graphs.state import GraphState
 
 
@@ -20,6 +20,8 @@ def build(
     model: BaseChatModel,
     *,
     checkpointer: Any = None,
+    memory: Any = None,
+    retrieve: int = 0,
     max_tokens: int | None = None,
     system_prompt: str | None = None,
     temperature: float = 0.0,
@@ -48,6 +50,6 @@ def build(
 
     graph = StateGraph(GraphState)
     graph.add_node("student", student_node, retry_policy=BACKEND_RETRY)
-    graph.add_edge(START, "student")
+    start_with_retrieval(graph, "student", memory, retrieve)
     graph.add_edge("student", END)
     return graph.compile(checkpointer=checkpointer, name="direct")

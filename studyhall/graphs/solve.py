@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 
 from studyhall.agents import knowledge, student, verifier
-from studyhall.graphs.common import BACKEND_RETRY
+from studyhall.graphs.common import BACKEND_RETRY, start_with_retrieval
 from studyhall.graphs.state import GraphState
 from studyhall.tools.answers import answers_match
 
@@ -35,6 +35,8 @@ def build(
     model: BaseChatModel,
     *,
     checkpointer: Any = None,
+    memory: Any = None,
+    retrieve: int = 0,
     rounds: int = 2,
     max_tokens: int | None = None,
     retry_temperature: float = 0.7,
@@ -117,8 +119,7 @@ def build(
     graph.add_node("compare", compare)
     graph.add_node("verify", verify_node, retry_policy=BACKEND_RETRY)
     graph.add_node("retry", retry)
-    graph.add_edge(START, "knowledge")
-    graph.add_edge(START, "intuitive")
+    start_with_retrieval(graph, ["knowledge", "intuitive"], memory, retrieve)
     graph.add_edge("knowledge", "deep")
     graph.add_edge(["deep", "intuitive"], "compare")
     graph.add_conditional_edges("compare", after_compare)

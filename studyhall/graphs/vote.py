@@ -16,10 +16,10 @@ from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import RunnableConfig
-from langgraph.graph import END, START, StateGraph
+from langgraph.graph import END, StateGraph
 
 from studyhall.agents import student, verifier
-from studyhall.graphs.common import BACKEND_RETRY
+from studyhall.graphs.common import BACKEND_RETRY, start_with_retrieval
 from studyhall.graphs.state import GraphState
 from studyhall.tools.answers import normalize_number
 
@@ -53,6 +53,8 @@ def build(
     model: BaseChatModel,
     *,
     checkpointer: Any = None,
+    memory: Any = None,
+    retrieve: int = 0,
     k: int = 8,
     first: int = 3,
     step: int = 2,
@@ -122,7 +124,7 @@ def build(
     graph.add_node("sample", sample, retry_policy=BACKEND_RETRY)
     graph.add_node("verify", verify_node, retry_policy=BACKEND_RETRY)
     graph.add_node("decide", decide)
-    graph.add_edge(START, "sample")
+    start_with_retrieval(graph, "sample", memory, retrieve)
     graph.add_conditional_edges("sample", after_sample)
     graph.add_edge("verify", "decide")
     graph.add_edge("decide", END)
