@@ -18,6 +18,7 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.add_typer(__import__("studyhall.evals.cli", fromlist=["app"]).app, name="eval")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]
