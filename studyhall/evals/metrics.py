@@ -105,6 +105,7 @@ def results(rows: Sequence[EvalRow]) -> EvalResults:
         mean_total_tokens=_mean([r.prompt_tokens + r.completion_tokens for r in rows]),
         errors=sum(r.error is not None for r in rows),
         parse_failures=sum(r.parse_failures > 0 for r in rows),
+        retries=sum(r.retries for r in rows),
         checker_notes=dict(sorted(notes.items())),
     )
 

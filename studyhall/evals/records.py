@@ -63,6 +63,7 @@ class EvalRow(BaseModel):
     completion_tokens: int = 0
     seconds: float = 0.0
     steps: int = 0
+    retries: int = Field(0, description="Agent calls repeated after an unparseable reply.")
     parse_failures: int = 0
     error: str | None = None
     graph: str
@@ -106,6 +107,7 @@ class EvalResults(BaseModel):
     mean_total_tokens: float
     errors: int
     parse_failures: int
+    retries: int = Field(0, description="Agent calls repeated after an unparseable reply, all problems.")
     checker_notes: dict[str, int] = Field(default_factory=dict, description="Checker -> undecided checks.")
 
 

@@ -63,7 +63,7 @@ def table(summaries: Sequence[EvalSummary]) -> Any:
         ("problems / s", [f"{s.timing.problems_per_second:.2f}" for s in summaries]),
         ("completion tokens / s", [f"{s.timing.completion_tokens_per_second:.1f}" for s in summaries]),
         ("errors", [str(s.results.errors) for s in summaries]),
-        ("parse failures", [str(s.results.parse_failures) for s in summaries]),
+        ("parse failures / retries", [f"{s.results.parse_failures} / {s.results.retries}" for s in summaries]),
     ]
     for label, cells in lines:
         t.add_row(label, *cells)

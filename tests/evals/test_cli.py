@@ -90,8 +90,9 @@ def test_compare_prints_a_table_and_draws_a_plot(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
 
 
-def run(*args):
-    return subprocess.run(studyhall_cmd(*args), capture_output=True, text=True, timeout=300)
+def run(*args, env=None):
+    return subprocess.run(studyhall_cmd(*args), capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def test_bad_input_is_one_clear_message(tmp_path):
@@ -116,8 +117,9 @@ def test_a_different_run_in_out_is_refused(tmp_path):
     fast = tmp_path / "fast.json"
     fast.write_text(json.dumps({"default": "Answer: 3"}))
     first = run("eval", "--data", str(data), "--model", f"fake:{fast}", "--limit", "2",
-                "--out", str(tmp_path / "r"), "--no-progress")
+                "--out", str(tmp_path / "r"), env={"COLUMNS": "200"})
     assert first.returncode == 0, first.stderr
+    assert "2/2" in first.stderr and "math_verify 50.0%" in first.stderr and "problems/s" in first.stderr  # the bar
     second = run("eval", "--data", str(data), "--model", f"fake:{fast}", "--limit", "3",
                  "--out", str(tmp_path / "r"), "--no-progress")
     assert second.returncode == 2 and "other settings" in second.stderr and "limit: 2 in the run, 3 now" in second.stderr

@@ -54,10 +54,11 @@ def test_a_run_writes_a_row_per_problem_and_a_summary(tmp_path, settings, checke
     assert by_id["set-2"]["correct"] == {"strict": False, "flexible": True, "math_verify": True}  # no marker
     assert by_id["set-3"]["extracted"]["strict"] == "7.5"
     assert by_id["set-5"]["correct"]["strict"] is False and by_id["set-5"]["correct"]["math_verify"]
-    assert by_id["set-7"]["parse_failures"] == 1 and by_id["set-7"]["prediction"] is None
+    assert by_id["set-7"]["parse_failures"] == 1 and by_id["set-7"]["retries"] == 1
+    assert by_id["set-7"]["prediction"] is None
     r = summary.results
     assert r.problems == 8 and r.correct == {"strict": 4, "flexible": 6, "math_verify": 6}
-    assert r.accuracy["math_verify"] == pytest.approx(6 / 8) and r.errors == 0 and r.parse_failures == 1
+    assert r.accuracy["math_verify"] == pytest.approx(6 / 8) and r.errors == 0 and r.parse_failures == r.retries == 1
     assert summary.complete and summary.timing.problems_per_second > 0
     s = summary.settings
     assert [k.line for k in s.skipped] == [9, 10] and s.model == "fake:test" and s.graph == "direct"
