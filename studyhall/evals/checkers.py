@@ -145,12 +145,18 @@ class MathVerifyChecker:
                 return CheckResult(False, None, "math-verify worker died")
             line = self._read(proc, self.timeout)
             if line is None:
+                died = proc.poll() is not None
                 _kill(proc)
                 self._proc = None
+                if died:
+                    return CheckResult(False, None, f"math-verify worker exited ({proc.returncode})")
                 took = time.perf_counter() - started
                 return CheckResult(False, None, f"math-verify timed out after {took:.1f}s")
-        out = json.loads(line)
-        return CheckResult(bool(out["correct"]), out.get("extracted"), out.get("error"))
+        try:
+            out = json.loads(line)
+            return CheckResult(bool(out["correct"]), out.get("extracted"), out.get("error"))
+        except (ValueError, KeyError):
+            return CheckResult(False, None, f"math-verify worker said {line[:80]!r}")
 
     def close(self) -> None:
         with self._lock:

@@ -107,3 +107,10 @@ def test_all_three_side_by_side_and_versions(math_verify):
     versions = checker_versions(10.0)
     assert set(versions) == {"strict", "flexible", "math_verify"}
     assert versions["math_verify"].startswith("math-verify 0.9") and "10s deadline" in versions["math_verify"]
+
+
+def test_a_dead_worker_is_replaced(math_verify):
+    math_verify.check("Answer: 1", "1")
+    math_verify._proc.kill()  # e.g. the OOM killer
+    math_verify._proc.wait()
+    assert math_verify.check("Answer: 2", "2").correct
