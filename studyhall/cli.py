@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from studyhall.chat.cli import chat as chat_command
+from studyhall.evals.cli import app as eval_app
 from studyhall.memory.cli import app as memory_app
 from studyhall.training.loop.cli import app as loop_app
 
@@ -25,6 +26,7 @@ app.add_typer(models_app, name="models")
 app.command("chat")(chat_command)
 app.add_typer(memory_app, name="memory")
 app.add_typer(loop_app, name="loop")
+app.add_typer(eval_app, name="eval")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]

@@ -1,7 +1,7 @@
 """Problem sets: GSM8K from a folder (or, online, its public source) and any JSONL file.
 
-A record with no usable answer is reported (line number and reason) and skipped; it never
-stops a run. Subsets are deterministic: ``limit`` takes the first N after an optional
+A record with no usable answer (or an id seen before) is reported (line number and reason)
+and skipped; it never stops a run. Subsets are deterministic: ``limit`` takes the first N after an optional
 seeded shuffle.
 """
 
@@ -113,6 +113,7 @@ def load_jsonl(
     problems: list[Problem] = []
     skipped: list[SkippedRecord] = []
     prefix = id_prefix or path.stem
+    seen: set[str] = set()
     with open(path, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -140,6 +141,10 @@ def load_jsonl(
                 skipped.append(SkippedRecord(line=lineno, reason=f"no numeric answer in {raw_s[-60:]!r}"))
                 continue
             pid = str(rec.get("id", f"{prefix}-{lineno - 1}"))
+            if pid in seen:  # ids key resumable runs, so they must be unique
+                skipped.append(SkippedRecord(line=lineno, reason=f"duplicate id {pid!r}"))
+                continue
+            seen.add(pid)
             problems.append(Problem(id=pid, question=question.strip(), answer=final,
                                     solution=gsm8k_solution(raw_s) if use_gsm8k else None))
     for s in skipped:
@@ -169,6 +174,24 @@ def load_gsm8k(
     ps = load_jsonl(file, id_prefix=f"gsm8k-{split}", gsm8k_answers=True)
     ps.name = f"gsm8k-{split}"
     return ps
+
+
+def load_problem_set(
+    data: str | Path | None = None,
+    *,
+    split: str = "test",
+    question_field: str = "question",
+    answer_field: str = "answer",
+    cache_dir: Path | None = None,
+) -> ProblemSet:
+    """What ``--data`` names: a JSONL file (any set, fields configurable), a GSM8K folder
+    (``split``), or nothing (GSM8K from the known locations, else its public source)."""
+    if data is not None and Path(data).is_file():
+        return load_jsonl(data, question_field=question_field, answer_field=answer_field)
+    if data is not None and not Path(data).exists():
+        raise InputError(f"no such data file or folder: {data}",
+                         hint="pass a .jsonl file or a GSM8K folder with train.jsonl and test.jsonl")
+    return load_gsm8k(data, split, cache_dir)
 
 
 def subset(problems: list[Problem], limit: int | None = None, seed: int | None = None) -> list[Problem]:

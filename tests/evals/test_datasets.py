@@ -3,7 +3,7 @@ import json
 import pytest
 
 from studyhall.errors import InputError
-from studyhall.evals.datasets import find_gsm8k, load_gsm8k, load_jsonl, subset
+from studyhall.evals.datasets import find_gsm8k, load_gsm8k, load_jsonl, load_problem_set, subset
 
 
 def test_gsm8k_from_the_shared_folder():
@@ -39,3 +39,28 @@ def test_subsets_are_deterministic():
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no GSM8K files"):
         load_gsm8k(tmp_path / "nowhere", "test")
+
+
+def test_duplicate_ids_are_reported_and_skipped(tmp_path):
+    f = tmp_path / "ids.jsonl"
+    f.write_text("\n".join(json.dumps(r) for r in [
+        {"id": "a", "question": "q1", "answer": 1}, {"id": "a", "question": "q2", "answer": 2},
+        {"id": "b", "question": "q3", "answer": -0.5},
+    ]) + "\n")
+    ps = load_jsonl(f)
+    assert [(p.id, p.answer) for p in ps.problems] == [("a", "1"), ("b", "-0.5")]
+    assert [(s.line, s.reason) for s in ps.skipped] == [(2, "duplicate id 'a'")]
+
+
+def test_what_data_names(tmp_path):
+    f = tmp_path / "mine.jsonl"
+    f.write_text(json.dumps({"problem": "What is 1/2 + 1/4?", "solution": "3/4"}) + "\n")
+    mine = load_problem_set(f, question_field="problem", answer_field="solution")
+    assert mine.name == "mine" and mine.problems[0].answer == "3/4"
+    folder = load_problem_set(find_gsm8k(), split="train")
+    assert folder.name == "gsm8k-train" and len(folder.problems) == 7473
+    assert load_problem_set(None).name == "gsm8k-test"
+    with pytest.raises(InputError, match="no such data file or folder"):
+        load_problem_set(tmp_path / "missing.jsonl")
+    with pytest.raises(InputError, match="no dev.jsonl"):
+        load_problem_set(find_gsm8k(), split="dev")
