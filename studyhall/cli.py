@@ -18,9 +18,11 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Packaged and configured models.", invoke_without_command=True)
 app.add_typer(models_app, name="models")
+app.add_typer(__import__("studyhall.training.cli", fromlist=["app"]).app, name="train")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]
+AdapterOpt = Annotated[str | None, typer.Option("--adapter", "-a", help="LoRA adapter: a folder or a registered NAME.")]
 
 
 def _console() -> Any:
@@ -64,6 +66,7 @@ def solve(
     question: Annotated[str, typer.Argument(help="The problem text; '-' reads it from stdin.")],
     model: ModelOpt = None,
     graph: GraphOpt = None,
+    adapter: AdapterOpt = None,
     max_tokens: Annotated[int | None, typer.Option(help="Completion budget per agent call.")] = None,
     gold: Annotated[str | None, typer.Option(help="The known answer, to mark the result.")] = None,
     thread: Annotated[str | None, typer.Option(help="Thread id: resume or reuse a run.")] = None,
@@ -78,7 +81,7 @@ def solve(
     from studyhall.graphs.runner import check_question
 
     check_question(question)
-    settings = _settings(model=model, graph=graph)
+    settings = _settings(model=model, graph=graph, adapter=adapter)
     console = _console()
     from studyhall.api import asolve, load_model
     from studyhall.console import render_answer, render_extras, render_step
@@ -213,6 +216,7 @@ def models_prepare(
 @app.command()
 def serve(
     model: ModelOpt = None,
+    adapter: AdapterOpt = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     name: Annotated[str | None, typer.Option(help="Model name clients use; default: the spec.")] = None,
@@ -221,13 +225,14 @@ def serve(
     from studyhall.api import load_model
     from studyhall.serving.openai_server import serve as run_server
 
-    settings = _settings(model=model)
+    settings = _settings(model=model, adapter=adapter)
     chat = load_model(settings.model, settings)
     warm = getattr(chat, "warm_up", None)
     if warm:
         warm()
     served = name or settings.model
-    typer.echo(f"serving {settings.model} as {served!r} on http://{host}:{port}/v1", err=True)
+    with_adapter = f" with adapter {settings.adapter}" if settings.adapter else ""
+    typer.echo(f"serving {settings.model}{with_adapter} as {served!r} on http://{host}:{port}/v1", err=True)
     run_server(chat, served, host, port)
 
 
