@@ -23,30 +23,31 @@ pytestmark = pytest.mark.slow
 PROMPTS = [[HumanMessage("What is 2+3?")], [HumanMessage("Name a color.")]]
 
 
-def make_adapter(folder, seed, path, meta=True):
-    """A real peft LoRA folder with random (non-zero) weights, so it visibly changes outputs."""
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory, smol):
+    """Two real peft LoRA folders with random (non-zero) weights, so they visibly change outputs."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
-    get_peft_model(model, config).save_pretrained(str(folder))
-    if meta:
-        write_metadata(folder, AdapterMetadata(name=folder.name, method="test", base=base_info(path, SMOL),
-                                               data_hash="-", data_size=0))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory, smol):
     root = tmp_path_factory.mktemp("adapters")
-    return {name: make_adapter(root / name, seed, smol.path) for name, seed in (("A", 1), ("B", 2))}
+    base = AutoModelForCausalLM.from_pretrained(smol.path, dtype=torch.float32)
+    config = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    torch.manual_seed(1)
+    model = get_peft_model(base, config, adapter_name="A")
+    torch.manual_seed(2)
+    model.add_adapter("B", config)
+    out = {}
+    for name in ("A", "B"):
+        model.save_pretrained(str(root), selected_adapters=[name])  # non-default names go to root/NAME
+        write_metadata(root / name, AdapterMetadata(name=name, method="test", base=base_info(smol.path, SMOL),
+                                                    data_hash="-", data_size=0))
+        out[name] = root / name
+    return out
 
 
 def ask(model, prompt, **kw):
-    return model.invoke(prompt, max_tokens=12, **kw).content
+    return model.invoke(prompt, max_tokens=8, **kw).content
 
 
 def test_adapter_changes_greedy_output_and_base_rows_stay_base(smol, adapters):
@@ -54,8 +55,8 @@ def test_adapter_changes_greedy_output_and_base_rows_stay_base(smol, adapters):
     with_a = [ask(smol, p, adapter=str(adapters["A"])) for p in PROMPTS]
     with_b = ask(smol, PROMPTS[0], adapter=str(adapters["B"]))
     assert with_a[0] != base[0] and with_a[1] != base[1] and with_b not in (base[0], with_a[0])
-    assert [ask(smol, p) for p in PROMPTS] == base  # loading adapters leaves base requests alone
-    assert [ask(smol, p, adapter="base") for p in PROMPTS] == base
+    assert ask(smol, PROMPTS[0]) == base[0]  # loading adapters leaves base requests alone
+    assert ask(smol, PROMPTS[1], adapter="base") == base[1]
 
 
 def test_base_and_adapter_rows_batch_together_and_each_gets_its_own_answer(smol, adapters):
@@ -63,7 +64,7 @@ def test_base_and_adapter_rows_batch_together_and_each_gets_its_own_answer(smol,
     alone = [ask(smol, p, adapter=a) for p, a in jobs]
 
     async def together():
-        return await asyncio.gather(*(smol.ainvoke(p, max_tokens=12, adapter=a) for p, a in jobs))
+        return await asyncio.gather(*(smol.ainvoke(p, max_tokens=8, adapter=a) for p, a in jobs))
 
     before = smol.engine.stats["prefills"]
     mixed = [m.content for m in asyncio.run(together())]
@@ -73,8 +74,8 @@ def test_base_and_adapter_rows_batch_together_and_each_gets_its_own_answer(smol,
 
 
 def test_samples_with_an_adapter(smol, adapters):
-    result = smol.generate([PROMPTS[1]], n=3, temperature=1.0, seed=3, max_tokens=8, adapter=str(adapters["A"]))
-    again = smol.generate([PROMPTS[1]], n=3, temperature=1.0, seed=3, max_tokens=8, adapter=str(adapters["A"]))
+    result = smol.generate([PROMPTS[1]], n=2, temperature=1.0, seed=3, max_tokens=6, adapter=str(adapters["A"]))
+    again = smol.generate([PROMPTS[1]], n=2, temperature=1.0, seed=3, max_tokens=6, adapter=str(adapters["A"]))
     assert [g.text for g in result.generations[0]] == [g.text for g in again.generations[0]]
     assert result.generations[0][0].message.response_metadata["adapter"] == str(adapters["A"])
 

@@ -81,3 +81,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
     refused = run(*args)  # a finished adapter is not silently replaced
     assert refused.returncode == 2 and "already holds a finished adapter" in refused.stderr
+
+    # `studyhall solve --adapter` serves it, and the trajectory records which adapter answered
+    solved = subprocess.run(studyhall_cmd("solve", "What is 2 + 3?", "--model", SMOL, "--adapter", str(out),
+                                          "--max-tokens", "8", "--json"), capture_output=True, text=True, timeout=900)
+    assert solved.returncode == 0, solved.stderr
+    assert json.loads(solved.stdout)["adapter"] == str(out.resolve())
