@@ -76,7 +76,7 @@ async def asolve(
     compiled = build_graph(graph, chat, settings=settings, **options)
     try:
         traj = await arun(
-            compiled, question, graph_name=graph, model=model_name(chat), gold=gold,
+            compiled, question, graph_name=graph, model=model_name(chat), adapter=adapter_name(chat), gold=gold,
             thread_id=thread_id, on_update=on_update,
         )
     finally:
@@ -107,12 +107,21 @@ async def asolve_many(
     compiled = build_graph(graph, chat, settings=settings, **options)
     items = [q if isinstance(q, dict) else {"question": q} for q in questions]
     try:
-        trajs = await arun_many(compiled, items, graph_name=graph, model=model_name(chat), concurrency=concurrency)
+        trajs = await arun_many(compiled, items, graph_name=graph, model=model_name(chat), adapter=adapter_name(chat),
+                                concurrency=concurrency)
     finally:
         _close(compiled)
     if record:
         _record(trajs, settings)
     return trajs
+
+
+def adapter_name(chat: BaseChatModel) -> str | None:
+    """The adapter a chat model serves by default (recorded in each Trajectory)."""
+    from studyhall.agents.base import unbind
+
+    base, bound = unbind(chat)
+    return bound.get("adapter", getattr(base, "adapter", None))
 
 
 def _record(trajs: list[Trajectory], settings: Settings) -> None:

@@ -12,6 +12,7 @@ import typer
 from studyhall.chat.cli import chat as chat_command
 from studyhall.evals.cli import app as eval_app
 from studyhall.memory.cli import app as memory_app
+from studyhall.training.cli import app as train_app
 from studyhall.training.loop.cli import app as loop_app
 
 app = typer.Typer(
@@ -27,9 +28,11 @@ app.command("chat")(chat_command)
 app.add_typer(memory_app, name="memory")
 app.add_typer(loop_app, name="loop")
 app.add_typer(eval_app, name="eval")
+app.add_typer(train_app, name="train")
 
 ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")]
 GraphOpt = Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")]
+AdapterOpt = Annotated[str | None, typer.Option("--adapter", "-a", help="LoRA adapter: a folder or a registered NAME.")]
 
 
 def _console() -> Any:
@@ -73,6 +76,7 @@ def solve(
     question: Annotated[str, typer.Argument(help="The problem text; '-' reads it from stdin.")],
     model: ModelOpt = None,
     graph: GraphOpt = None,
+    adapter: AdapterOpt = None,
     max_tokens: Annotated[int | None, typer.Option(help="Completion budget per agent call.")] = None,
     gold: Annotated[str | None, typer.Option(help="The known answer, to mark the result.")] = None,
     thread: Annotated[str | None, typer.Option(help="Thread id: resume or reuse a run.")] = None,
@@ -87,7 +91,7 @@ def solve(
     from studyhall.graphs.runner import check_question
 
     check_question(question)
-    settings = _settings(model=model, graph=graph)
+    settings = _settings(model=model, graph=graph, adapter=adapter)
     console = _console()
     from studyhall.api import asolve, load_model
     from studyhall.console import render_answer, render_extras, render_step
@@ -227,7 +231,9 @@ def serve(
     name: Annotated[str | None, typer.Option(help="Model name clients use; default: the spec.")] = None,
     backend: Annotated[str, typer.Option(help="studyhall: our server over any model spec; vllm: exec "
                                          "`vllm serve` on the model's weights (see studyhall.serving.vllm_serve).")] = "studyhall",
-    adapter: Annotated[list[str] | None, typer.Option(help="vllm backend: serve a LoRA adapter as NAME=PATH (repeatable).")] = None,
+    adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", "-a", help="LoRA adapter. studyhall backend: one folder or registered NAME, served by default; "
+        "vllm backend: NAME=PATH (repeatable), chosen per request by NAME.")] = None,
     dry_run: Annotated[bool, typer.Option(help="vllm backend: print the vllm serve command instead of running it.")] = False,
 ) -> None:
     """Serve a model over an OpenAI-compatible HTTP API (shareable by many processes)."""
@@ -250,13 +256,18 @@ def serve(
     from studyhall.api import load_model
     from studyhall.serving.openai_server import serve as run_server
 
-    settings = _settings(model=model)
+    if adapter and len(adapter) > 1:
+        from studyhall.errors import InputError
+
+        raise InputError("the studyhall backend serves one adapter", hint="give --adapter once, or use --backend vllm")
+    settings = _settings(model=model, adapter=adapter[0] if adapter else None)
     chat = load_model(settings.model, settings)
     warm = getattr(chat, "warm_up", None)
     if warm:
         warm()
     served = name or settings.model
-    typer.echo(f"serving {settings.model} as {served!r} on http://{host}:{port}/v1", err=True)
+    with_adapter = f" with adapter {settings.adapter}" if settings.adapter else ""
+    typer.echo(f"serving {settings.model}{with_adapter} as {served!r} on http://{host}:{port}/v1", err=True)
     run_server(chat, served, host, port)
 
 

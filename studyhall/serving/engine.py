@@ -7,6 +7,14 @@ next step (their KV cache is left-padded to the batch's length), and finished ro
 so the batch stays full. Each row samples with its own temperature, top-p/top-k, seed, stop
 strings and token budget, and streams its text as it goes.
 
+LoRA adapters: a request may name an adapter folder. The engine loads it with peft the
+first time (in its own thread, between forward passes), and serves mixed batches — base
+rows and rows of different adapters in one forward pass, through peft's mixed-batch
+inference (``adapter_names=[...]`` per row, ``"__base__"`` for base rows). When an adapter
+folder's files are replaced (a newly promoted champion), the next request loads the new
+version under a new name; rows still decoding with the old one finish with it, and the old
+one is dropped when no row uses it. ``reload_adapter(path)`` forces a reload.
+
 Batching lives here and nowhere else; the LangChain chat model in ``transformers_backend``
 is a thin adapter over :class:`BatchEngine`.
 """
@@ -58,28 +66,48 @@ class Completion:
 class Request:
     prompt_ids: list[int]
     params: SamplingParams
-    adapter: str | None = None
+    adapter: str | None = None  # an adapter folder (path); None = the base model
     on_text: TextCallback | None = None
     future: Future = field(default_factory=Future)
     submitted: float = field(default_factory=time.perf_counter)
     cancelled: threading.Event = field(default_factory=threading.Event)
     results: list[Completion | None] = field(default_factory=list)
+    loaded_as: str | None = field(default=None, repr=False)  # the engine's name for its adapter version
 
     def cancel(self) -> None:
         """Stop generating for this request; its future resolves with what it has."""
         self.cancelled.set()
 
 
+@dataclass
+class _Control:
+    """Work for the engine thread between forward passes (e.g. reloading an adapter)."""
+
+    fn: Callable[[], Any]
+    future: Future = field(default_factory=Future)
+
+
+@dataclass
+class _Adapter:
+    name: str  # the peft adapter name
+    path: str
+    fingerprint: str
+
+
+BASE = "__base__"  # peft's name for "no adapter" in a mixed batch
+
+
 class _Row:
     """One sequence being decoded: a sample of a request."""
 
-    __slots__ = ("request", "index", "ids", "emitted", "generator", "stop_holdback", "text")
+    __slots__ = ("request", "index", "ids", "emitted", "generator", "stop_holdback", "text", "adapter")
 
-    def __init__(self, request: Request, index: int) -> None:
+    def __init__(self, request: Request, index: int, adapter: str = BASE) -> None:
         import torch
 
         self.request = request
         self.index = index
+        self.adapter = adapter
         self.ids: list[int] = []
         self.emitted = 0
         self.text = ""
@@ -110,8 +138,11 @@ class BatchEngine:
         batch_wait_ms: float = 10.0,
         context_length: int | None = None,
         threads: int | None = None,
+        model_path: str | None = None,
     ) -> None:
-        self.model = model
+        self.model = model  # becomes a peft PeftModel around base_model once an adapter loads
+        self.base_model = model
+        self.model_path = str(model_path or getattr(model, "name_or_path", "") or "")
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
         self.batch_wait = batch_wait_ms / 1000.0
@@ -134,6 +165,11 @@ class BatchEngine:
             "prefill_tokens": 0, "prefill_seconds": 0.0, "decode_seconds": 0.0, "decode_row_steps": 0,
         }
         self._mergeable = True
+        self._peft: Any = None
+        self._adapters: dict[str, _Adapter] = {}  # path -> the version serving new requests
+        self._retired: list[_Adapter] = []  # replaced versions, dropped when no row uses them
+        self._adapter_seq = 0
+        self._checked: dict[tuple[str, str], None] = {}
         self._thread = threading.Thread(target=self._run, name="studyhall-batch-engine", daemon=True)
         self._thread.start()
 
@@ -158,9 +194,37 @@ class BatchEngine:
                 request.params.max_new_tokens, n_prompt, room,
             )
             request.params.max_new_tokens = room
+        if request.adapter:
+            self.check_adapter(request.adapter)
         request.results = [None] * request.params.n
         self._queue.put(request)
         return request
+
+    def check_adapter(self, path: str) -> None:
+        """Raise AdapterError now (in the caller's thread) for a missing adapter or one
+        trained on another base model; cached per version of the folder."""
+        from studyhall.training.adapters import adapter_fingerprint, check_adapter_base
+
+        key = (path, adapter_fingerprint(path))
+        if key not in self._checked:
+            check_adapter_base(path, self.model_path)
+            self._checked[key] = None
+
+    def reload_adapter(self, path: str) -> Future:
+        """Load the adapter folder at ``path`` again (even if its files look unchanged).
+        In-flight rows finish on the version they started with. Resolves when loaded."""
+        return self._control(lambda: self._load_adapter(str(path)).name)
+
+    def loaded_adapters(self) -> dict[str, str]:
+        """path -> fingerprint of the adapter versions that serve new requests."""
+        return {p: a.fingerprint for p, a in self._adapters.items()}
+
+    def _control(self, fn: Callable[[], Any]) -> Future:
+        if self._stopped:
+            raise RuntimeError("engine is closed")
+        item = _Control(fn)
+        self._queue.put(item)  # type: ignore[arg-type]
+        return item.future
 
     def generate(self, prompt_ids: list[int], params: SamplingParams, **kw: Any) -> list[Completion]:
         """Blocking convenience: submit and wait."""
@@ -210,6 +274,9 @@ class BatchEngine:
             item = self._queue.get()  # idle: block until work arrives
             if item is None:
                 return False
+            if isinstance(item, _Control):
+                self._run_control(item)
+                return True
             pending.append(item)
             # Gather while requests keep arriving (each one extends the window a little),
             # so a burst from many graph runs is prefilled as one batch.
@@ -224,6 +291,9 @@ class BatchEngine:
                 if item is None:
                     self._queue.put(None)
                     break
+                if isinstance(item, _Control):
+                    self._run_control(item)
+                    continue
                 pending.append(item)
                 if sum(r.params.n for r in pending) >= self.max_batch_size:
                     break
@@ -238,6 +308,9 @@ class BatchEngine:
                 if item is None:
                     self._queue.put(None)
                     break
+                if isinstance(item, _Control):
+                    self._run_control(item)
+                    continue
                 pending.append(item)
                 room -= item.params.n
         # Keep rows within max_batch_size; anything over waits for the next step.
@@ -250,6 +323,14 @@ class BatchEngine:
                 for later in pending[i:]:
                     self._queue.put(later)
                 break
+            if req.adapter:
+                try:
+                    req.loaded_as = self._adapter_for(req.adapter)
+                except Exception as exc:  # a bad adapter fails its request, not the batch
+                    log.warning("adapter %s failed to load: %s", req.adapter, exc)
+                    if not req.future.done():
+                        req.future.set_exception(exc)
+                    continue
             taken.append(req)
             used += req.params.n
         if taken:
@@ -267,16 +348,18 @@ class BatchEngine:
         from transformers import DynamicCache
 
         # Identical prompts (n samples, or the same question asked twice) prefill once.
-        unique: dict[tuple[int, ...], int] = {}
+        unique: dict[tuple[str, tuple[int, ...]], int] = {}
         row_src: list[int] = []
         rows: list[_Row] = []
         for req in requests:
-            key = tuple(req.prompt_ids)
+            adapter = req.loaded_as or BASE
+            key = (adapter, tuple(req.prompt_ids))
             src = unique.setdefault(key, len(unique))
             for i in range(req.params.n):
-                rows.append(_Row(req, i))
+                rows.append(_Row(req, i, adapter))
                 row_src.append(src)
-        prompts = list(unique)
+        prompts = [p for _, p in unique]
+        adapter_names = [a for a, _ in unique]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -293,6 +376,7 @@ class BatchEngine:
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
+            **self._adapter_kwargs(adapter_names),
         )
         cache = out.cache
         self.stats["prefills"] += 1
@@ -359,6 +443,7 @@ class BatchEngine:
             cache=self._cache,
             use_cache=True,
             logits_to_keep=1,
+            **self._adapter_kwargs([row.adapter for row in self._rows]),
         )
         self._cache = out.cache
         self._next_pos = self._next_pos + 1
@@ -460,6 +545,8 @@ class BatchEngine:
         import torch
 
         self._rows = [self._rows[i] for i in keep]
+        if self._retired:
+            self._drop_retired()
         if not self._rows:
             self._cache = self._mask = self._next_pos = self._last = None
             return
@@ -490,3 +577,97 @@ class BatchEngine:
                 row.request.future.set_exception(exc)
         self._rows = []
         self._cache = self._mask = self._next_pos = self._last = None
+
+    # ------------------------------------------------------------------ adapters (engine thread)
+    def _run_control(self, item: _Control) -> None:
+        try:
+            item.future.set_result(item.fn())
+        except Exception as exc:
+            item.future.set_exception(exc)
+
+    def _adapter_kwargs(self, names: list[str]) -> dict[str, Any]:
+        return {"adapter_names": names} if self._peft is not None else {}
+
+    def _adapter_for(self, path: str) -> str:
+        """The peft name serving ``path`` now; loads it, or its new version, when needed."""
+        from studyhall.training.adapters import adapter_fingerprint
+
+        current = self._adapters.get(path)
+        if current is not None and current.fingerprint == adapter_fingerprint(path):
+            return current.name
+        return self._load_adapter(path).name
+
+    def _load_adapter(self, path: str) -> _Adapter:
+        import torch
+        from peft import PeftModel
+
+        from studyhall.training.adapters import (
+            AdapterError,
+            adapter_fingerprint,
+            check_adapter_base,
+        )
+
+        fingerprint = adapter_fingerprint(path)
+        check_adapter_base(path, self.model_path)
+        self._check_shapes(path)
+        self._adapter_seq += 1
+        name = f"adapter{self._adapter_seq}"
+        started = time.perf_counter()
+        # Parameters cannot be created under inference_mode (the engine thread's mode).
+        with torch.inference_mode(False), torch.no_grad():
+            try:
+                if self._peft is None:
+                    self._peft = PeftModel.from_pretrained(self.base_model, path, adapter_name=name)
+                    self.model = self._peft
+                else:
+                    self._peft.load_adapter(path, adapter_name=name)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                raise AdapterError(f"adapter {path} does not load on {self.model_path}: {exc}") from None
+        self._peft.eval()
+        loaded = _Adapter(name, path, fingerprint)
+        old = self._adapters.get(path)
+        self._adapters[path] = loaded
+        if old is not None:
+            self._retired.append(old)
+            self._drop_retired()
+        log.info("loaded adapter %s as %s in %.2fs", path, name, time.perf_counter() - started)
+        return loaded
+
+    def _check_shapes(self, path: str) -> None:
+        """LoRA matrices must fit the base's layers: a clear error instead of peft's."""
+        from pathlib import Path
+
+        from studyhall.training.adapters import AdapterError
+
+        weights = Path(path) / "adapter_model.safetensors"
+        if not weights.exists():
+            return
+        from safetensors import safe_open
+
+        modules = dict(self.base_model.named_modules())
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+                if ".lora_A." not in key:
+                    continue
+                target = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+                module = modules.get(target)
+                in_features = getattr(module, "in_features", None)
+                shape = f.get_slice(key).get_shape()
+                if module is None or (in_features is not None and shape[-1] != in_features):
+                    raise AdapterError(
+                        f"adapter {path} does not fit {self.model_path}: "
+                        + (f"no layer {target}" if module is None else
+                           f"{target} takes {in_features} inputs, the adapter's {shape[-1]}"),
+                        hint="it was trained on another base model; load that model instead",
+                    )
+
+    def _drop_retired(self) -> None:
+        in_use = {row.adapter for row in self._rows}
+        keep = []
+        for old in self._retired:
+            if old.name in in_use or len(self._peft.peft_config) <= 1:
+                keep.append(old)
+                continue
+            self._peft.delete_adapter(old.name)
+            log.info("dropped adapter version %s of %s", old.name, old.path)
+        self._retired = keep

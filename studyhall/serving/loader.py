@@ -28,16 +28,30 @@ def resolve_path(spec: str, settings: Settings | None = None, progress: Any = No
 
 
 def load_chat_model(spec: str | None = None, settings: Settings | None = None, **options: Any) -> BaseChatModel:
-    """A chat model for ``spec`` (default: settings.model). Options override settings."""
+    """A chat model for ``spec`` (default: settings.model). Options override settings.
+
+    ``adapter`` (default: settings.adapter): a LoRA adapter folder or registered name that
+    every call uses unless it binds another ``adapter``. An OpenAI-compatible server (vLLM)
+    serves adapters under their own model names, so there the name replaces the model.
+    """
     settings = settings or load_settings()
     spec = spec or settings.model
     parsed = parse_spec(spec)
+    adapter = options.pop("adapter", settings.adapter)
     if parsed.kind in ("packaged", "hf"):
         from studyhall.serving.transformers_backend import TransformersChatModel
+        from studyhall.training.adapters import check_adapter_base, registry_dir, resolve_adapter
 
+        path = resolve_path(spec, settings)
+        adapter_path = None
+        if adapter and str(adapter).lower() not in ("base", "__base__", "none"):
+            adapter_path = str(resolve_adapter(adapter, settings))
+            check_adapter_base(adapter_path, path, str(parsed))
         return TransformersChatModel(
             spec=str(parsed),
-            path=resolve_path(spec, settings),
+            path=path,
+            adapter=adapter_path,
+            adapter_dir=str(registry_dir(settings)),
             dtype=options.pop("dtype", settings.dtype),
             threads=options.pop("threads", settings.threads),
             max_batch_size=options.pop("max_batch_size", settings.max_batch_size),
@@ -50,7 +64,7 @@ def load_chat_model(spec: str | None = None, settings: Settings | None = None, *
 
         return OpenAIChatModel(
             base_url=parsed.target,
-            model=parsed.model or "",
+            model=str(adapter) if adapter else parsed.model or "",
             max_tokens=options.pop("max_tokens", settings.max_new_tokens),
             timeout=options.pop("timeout", settings.request_timeout),
             **options,

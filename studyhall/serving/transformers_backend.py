@@ -2,7 +2,11 @@
 
 Every instance pointing at the same weights shares one engine (one copy of the model, one
 batch), so many graph runs at once are generated together. Sampling options arrive through
-``.bind()`` (n, temperature, top_p, top_k, max_tokens, stop, seed) or the constructor.
+``.bind()`` (n, temperature, top_p, top_k, max_tokens, stop, seed, adapter) or the constructor.
+
+``adapter``: a LoRA adapter folder or a registered adapter NAME (``settings.home/adapters``);
+``"base"`` (or ``"__base__"``) asks for the base model when a default adapter is set. Calls
+with different adapters share one batch (see ``engine``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from studyhall.serving.messages import to_chat_dicts, usage
 log = logging.getLogger(__name__)
 
 _SAMPLING_KEYS = {"n", "temperature", "top_p", "top_k", "max_tokens", "max_new_tokens", "seed", "stop", "ignore_eos"}
+_BASE_NAMES = {"", "base", "__base__", "none"}
 _IGNORED_KEYS = {"stream"}
 
 
@@ -76,7 +81,8 @@ def get_engine(
         torch.set_num_threads(threads or os.cpu_count() or 1)
         model, tokenizer = load_model(path, torch_dtype)
         engine = BatchEngine(
-            model, tokenizer, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, threads=threads
+            model, tokenizer, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, threads=threads,
+            model_path=str(path),
         )
         _engines[key] = engine
         return engine
@@ -113,6 +119,8 @@ class TransformersChatModel(BaseChatModel):
     top_k: int = 0
     n: int = 1
     seed: int | None = None
+    adapter: str | None = Field(None, description="Default LoRA adapter: a folder or a registered name.")
+    adapter_dir: str | None = Field(None, description="The adapter registry (settings.home/adapters).")
 
     _engine: BatchEngine | None = PrivateAttr(default=None)
 
@@ -122,7 +130,7 @@ class TransformersChatModel(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"spec": self.spec, "dtype": self.dtype}
+        return {"spec": self.spec, "dtype": self.dtype, "adapter": self.adapter}
 
     @property
     def engine(self) -> BatchEngine:
@@ -141,8 +149,22 @@ class TransformersChatModel(BaseChatModel):
         _ = self.engine
 
     # ------------------------------------------------------------------ helpers
+    def resolve_adapter(self, name_or_path: str | None) -> str | None:
+        """An adapter folder (absolute path) for a name or path; None for the base model."""
+        if name_or_path is None or str(name_or_path).strip().lower() in _BASE_NAMES:
+            return None
+        from studyhall.training.adapters import resolve_adapter
+
+        return str(resolve_adapter(name_or_path, registry=self.adapter_dir))
+
+    def _adapter_path(self, kwargs: dict[str, Any]) -> str | None:
+        return self.resolve_adapter(kwargs.get("adapter", self.adapter))
+
+    def _request(self, messages: list[BaseMessage], params: SamplingParams, kwargs: dict[str, Any], **kw: Any) -> Request:
+        return Request(self._prompt_ids(messages), params, adapter=self._adapter_path(kwargs), **kw)
+
     def _params(self, stop: list[str] | None, kwargs: dict[str, Any], stream: bool = False) -> SamplingParams:
-        unknown = set(kwargs) - _SAMPLING_KEYS - _IGNORED_KEYS
+        unknown = set(kwargs) - _SAMPLING_KEYS - _IGNORED_KEYS - {"adapter"}
         if unknown:
             raise TypeError(f"unsupported generation options: {sorted(unknown)}")
         max_tokens = kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens))
@@ -166,10 +188,11 @@ class TransformersChatModel(BaseChatModel):
         text = tok.apply_chat_template(to_chat_dicts(messages), add_generation_prompt=True, tokenize=False)
         return tok(text, add_special_tokens=False)["input_ids"]
 
-    def _result(self, completions: list[Completion]) -> ChatResult:
+    def _result(self, completions: list[Completion], adapter: str | None = None) -> ChatResult:
         gens = []
         for c in completions:
-            meta = {"finish_reason": c.finish_reason, "model_name": self.spec, "seconds": c.seconds}
+            meta = {"finish_reason": c.finish_reason, "model_name": self.spec, "seconds": c.seconds,
+                    "adapter": adapter}
             msg = AIMessage(
                 content=c.text,
                 usage_metadata=usage(c.prompt_tokens, c.completion_tokens),
@@ -191,9 +214,9 @@ class TransformersChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        req = self.engine.submit(Request(self._prompt_ids(messages), self._params(stop, kwargs)))
+        req = self.engine.submit(self._request(messages, self._params(stop, kwargs), kwargs))
         try:
-            return self._result(req.future.result())
+            return self._result(req.future.result(), req.adapter)
         except BaseException:
             req.cancel()
             raise
@@ -205,11 +228,9 @@ class TransformersChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        params = self._params(stop, kwargs)
-        ids = self._prompt_ids(messages)
-        req = self.engine.submit(Request(ids, params))
+        req = self.engine.submit(self._request(messages, self._params(stop, kwargs), kwargs))
         try:
-            return self._result(await asyncio.wrap_future(req.future))
+            return self._result(await asyncio.wrap_future(req.future), req.adapter)
         except BaseException:  # cancelled (Ctrl-C, timeout): free the batch slot
             req.cancel()
             raise
@@ -222,11 +243,8 @@ class TransformersChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         chunks: queue.Queue[str] = queue.Queue()
-        req = Request(
-            self._prompt_ids(messages),
-            self._params(stop, kwargs, stream=True),
-            on_text=lambda _i, text: chunks.put(text),
-        )
+        req = self._request(messages, self._params(stop, kwargs, stream=True), kwargs,
+                            on_text=lambda _i, text: chunks.put(text))
         self.engine.submit(req)
         try:
             while True:
@@ -253,11 +271,8 @@ class TransformersChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[str | None] = asyncio.Queue()
-        req = Request(
-            self._prompt_ids(messages),
-            self._params(stop, kwargs, stream=True),
-            on_text=lambda _i, text: loop.call_soon_threadsafe(chunks.put_nowait, text),
-        )
+        req = self._request(messages, self._params(stop, kwargs, stream=True), kwargs,
+                            on_text=lambda _i, text: loop.call_soon_threadsafe(chunks.put_nowait, text))
         req.future.add_done_callback(lambda _f: loop.call_soon_threadsafe(chunks.put_nowait, None))
         self.engine.submit(req)
         try:
