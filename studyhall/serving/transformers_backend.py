@@ -88,6 +88,17 @@ def get_engine(
         return engine
 
 
+def release_engines() -> int:
+    """Stop and forget every loaded engine, so its weights can be freed (e.g. before a
+    trainer loads its own copy). The next call loads again. Returns how many were stopped."""
+    with _engines_lock:
+        engines = list(_engines.values())
+        _engines.clear()
+    for engine in engines:
+        engine.close()
+    return len(engines)
+
+
 def load_model(path: str, torch_dtype: Any) -> tuple[Any, Any]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -20,7 +20,8 @@ class CollectConfig(BaseModel):
     graphs: list[str] = Field(default_factory=lambda: ["vote"], description="Graphs run on each problem.")
     graph_options: dict[str, dict[str, Any]] = Field(default_factory=lambda: {"vote": {"k": 4, "first": 2}})
     teach: bool = Field(True, description="Also run the teach graph on the wrong answers (LLM2LLM).")
-    teach_per_problem: int = Field(1, ge=1)
+    teach_per_problem: int = Field(1, ge=1, description="New problems the teacher writes per wrong answer.")
+    teach_max: int = Field(50, ge=0, description="Most wrong answers taught per iteration.")
     concurrency: int = Field(16, ge=1)
     max_tokens: int | None = Field(None, ge=1)
 
@@ -42,6 +43,8 @@ class EvalConfig(BaseModel):
     graph_options: dict[str, Any] = Field(default_factory=dict)
     concurrency: int = Field(16, ge=1)
     max_tokens: int | None = Field(None, ge=1)
+    checker: Literal["strict", "flexible", "math_verify"] = Field(
+        "flexible", description="The eval checker whose verdicts decide promotion (the same for both).")
 
 
 class PromoteConfig(BaseModel):

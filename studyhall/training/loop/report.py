@@ -14,8 +14,9 @@ def plot_history(iterations: list[dict[str, Any]], out: str | Path) -> Path:
 
     done = [it for it in iterations if it["summary"]]
     xs = [it["n"] for it in done]
-    champ = [it["summary"].get("champion_accuracy") for it in done]
-    cand = [it["summary"].get("candidate_accuracy") for it in done]
+    nan = float("nan")  # an iteration without a candidate (no training rows) has no score
+    champ = [it["summary"].get("champion_accuracy") if it["summary"].get("champion_accuracy") is not None else nan for it in done]
+    cand = [it["summary"].get("candidate_accuracy") if it["summary"].get("candidate_accuracy") is not None else nan for it in done]
     promoted = [it["decision"] == "promoted" for it in done]
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.step(xs, champ, where="mid", label="champion (before the iteration)", color="tab:blue")

@@ -140,13 +140,19 @@ class Loop:
 
     def _promote(self, ctx: IterationContext) -> dict[str, Any]:
         ev = ctx.results["evaluate"]
-        cmp = paired_test(ev["candidate"], ev["champion"])
-        gain = cmp.candidate_accuracy - cmp.champion_accuracy
-        p = self.config.promote
         adapter = ctx.results["train"].get("adapter")
         if adapter is None or not adapter_is_complete(adapter):
-            decision, reason = "rejected", f"candidate adapter missing or incomplete: {adapter}"
-        elif gain < p.margin or gain <= 0:
+            why = ctx.results["train"].get("reason")
+            reason = f"candidate adapter missing or incomplete: {adapter}" + (f" ({why})" if why else "")
+            return {"decision": "rejected", "reason": reason, "comparison": None}
+        try:
+            cmp = paired_test(ev["candidate"], ev["champion"])
+        except ValueError:
+            return {"decision": "rejected", "reason": "no dev problem was scored for both candidate and champion",
+                    "comparison": None}
+        gain = cmp.candidate_accuracy - cmp.champion_accuracy
+        p = self.config.promote
+        if gain < p.margin or gain <= 0:
             decision, reason = "rejected", f"dev accuracy {cmp.candidate_accuracy:.3f} vs champion {cmp.champion_accuracy:.3f}: gain {gain:+.3f} below margin {p.margin}"
         elif cmp.p_value > p.alpha:
             decision, reason = "rejected", f"gain {gain:+.3f} not significant (p={cmp.p_value:.3f} > {p.alpha}; {cmp.candidate_only} vs {cmp.champion_only} discordant)"
@@ -162,14 +168,15 @@ class Loop:
 
     def _record(self, ctx: IterationContext) -> dict[str, Any]:
         r = ctx.results
+        cmp = r["promote"].get("comparison") or {}
         summary = {
             "collected": r["collect"].get("trajectories"),
             "new_problems": r["collect"].get("new_problems"),
             "train_rows": r["build"].get("rows"),
             "train_metrics": r["train"].get("metrics", {}),
-            "candidate_accuracy": r["promote"]["comparison"]["candidate_accuracy"],
-            "champion_accuracy": r["promote"]["comparison"]["champion_accuracy"],
-            "p_value": r["promote"]["comparison"]["p_value"],
+            "candidate_accuracy": cmp.get("candidate_accuracy"),
+            "champion_accuracy": cmp.get("champion_accuracy", r["evaluate"].get("champion_accuracy")),
+            "p_value": cmp.get("p_value"),
             "candidate": r["train"].get("adapter"),
             "champion_before": ctx.champion_adapter,
             "seconds": {s: r[s].get("seconds") for s in STEPS[:-1]},
