@@ -105,6 +105,7 @@ class RealSteps:
         self.settings = settings or load_settings(model=config.model)
         self.spec = config.model or self.settings.model
         self.state_dir = Path(config.state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self._chat: Any = None
         self._tag = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
 
@@ -314,7 +315,7 @@ class RealSteps:
         """Add the teacher's checked problems to the pool file (rewritten atomically, one per
         question); returns how many this iteration contributed."""
         known = {qkey(p.question): p for p in self.teacher_problems()}
-        mine = 0
+        mine: set[str] = set()
         for t in teach_runs:
             for p in t.metadata.get("new_problems") or []:
                 if not isinstance(p, dict) or not p.get("question") or p.get("answer") is None:
@@ -322,7 +323,7 @@ class RealSteps:
                 key = qkey(p["question"])
                 if key in dev_keys:
                     continue
-                mine += 1
+                mine.add(key)
                 if key in known:
                     continue
                 pid = "teach-" + hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -330,7 +331,7 @@ class RealSteps:
                                      solution=p.get("solution"))
         if known:
             _write_atomic(self.state_dir / TEACHER_FILE, "".join(p.model_dump_json() + "\n" for p in known.values()))
-        return mine
+        return len(mine)
 
     # ------------------------------------------------------------------ build
     def build(self, ctx: IterationContext) -> dict[str, Any]:
