@@ -16,7 +16,7 @@ import logging
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,15 +88,24 @@ def get_engine(
         return engine
 
 
-def release_engines() -> int:
-    """Stop and forget every loaded engine, so its weights can be freed (e.g. before a
-    trainer loads its own copy). The next call loads again. Returns how many were stopped."""
+def loaded_engines() -> list[BatchEngine]:
+    """The engines this process has loaded (one per weights and dtype)."""
     with _engines_lock:
-        engines = list(_engines.values())
-        _engines.clear()
-    for engine in engines:
+        return list(_engines.values())
+
+
+def release_engines(engines: Iterable[BatchEngine] | None = None) -> int:
+    """Stop and forget loaded engines (default: all), so their weights can be freed, e.g.
+    before a trainer loads its own copy. The next call loads again. Chat models that hold
+    a released engine must not be used any more. Returns how many were stopped."""
+    chosen = None if engines is None else {id(e) for e in engines}
+    with _engines_lock:
+        stopped = [e for e in _engines.values() if chosen is None or id(e) in chosen]
+        for key in [k for k, e in _engines.items() if chosen is None or id(e) in chosen]:
+            del _engines[key]
+    for engine in stopped:
         engine.close()
-    return len(engines)
+    return len(stopped)
 
 
 def load_model(path: str, torch_dtype: Any) -> tuple[Any, Any]:

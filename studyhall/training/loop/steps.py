@@ -107,6 +107,7 @@ class RealSteps:
         self.state_dir = Path(config.state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._chat: Any = None
+        self._engines: list[Any] = []
         self._tag = hashlib.sha256(str(self.state_dir.resolve()).encode()).hexdigest()[:8]
 
     # ------------------------------------------------------------------ shared pieces
@@ -115,20 +116,23 @@ class RealSteps:
         if self._chat is None:
             from studyhall.api import load_model
 
+            before = {id(e) for e in _loaded_engines()}
             self._chat = load_model(self.spec, self.settings, adapter=None)
             warm = getattr(self._chat, "warm_up", None)
             if warm:
                 warm()
+            self._engines = [e for e in _loaded_engines() if id(e) not in before]
         return self._chat
 
     def release(self) -> None:
-        """Free the served model (the trainer loads its own copy)."""
+        """Free the model this object loaded (the trainer loads its own copy); an engine
+        someone else in the process loaded first is left alone."""
         self._chat = None
-        import sys
+        if self._engines:
+            from studyhall.serving.transformers_backend import release_engines
 
-        backend = sys.modules.get("studyhall.serving.transformers_backend")
-        if backend is not None:
-            backend.release_engines()
+            release_engines(self._engines)
+            self._engines = []
         gc.collect()
 
     def problems(self) -> tuple[list[Problem], list[Problem]]:
@@ -422,6 +426,13 @@ class RealSteps:
         return {"candidate": scores["candidate"], "champion": scores["champion"], "checker": e.checker,
                 "candidate_accuracy": acc["candidate"], "champion_accuracy": acc["champion"],
                 "champion_adapter": ctx.champion_adapter}
+
+
+def _loaded_engines() -> list[Any]:
+    import sys
+
+    backend = sys.modules.get("studyhall.serving.transformers_backend")
+    return backend.loaded_engines() if backend is not None else []
 
 
 def _without_dev(t: Trajectory, dev_keys: set[str]) -> Trajectory:
