@@ -291,10 +291,7 @@ def _bind_adapter(chat: Any, adapter: str) -> Any:
     from studyhall.agents.base import unbind
     from studyhall.serving.openai_backend import OpenAIChatModel
 
-    base = unbind(chat)[0]
-    if hasattr(base, "resolve_adapter"):  # the transformers backend: adapter folders per request
-        return chat.bind(adapter=base.resolve_adapter(adapter))
-    if not isinstance(base, OpenAIChatModel):
+    if not isinstance(unbind(chat)[0], OpenAIChatModel):
         raise InputError(
             f"this backend cannot apply the adapter {adapter!r}",
             hint="serve base model and adapter with vLLM and pass --model openai:URL#MODEL --adapter NAME",
