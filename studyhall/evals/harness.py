@@ -287,16 +287,18 @@ def load_shots(count: int, data: str | Path | None, settings: Settings) -> list[
     return shots
 
 
-def _bind_adapter(chat: Any, adapter: str) -> Any:
+def _bind_adapter(chat: Any, adapter: str, settings: Settings) -> Any:
+    """Every call of the run uses ``adapter``: a name for an OpenAI-compatible server (which
+    serves adapters under their own names), else a folder or registered name, resolved and
+    checked here so a typo fails before the first problem."""
     from studyhall.agents.base import unbind
     from studyhall.serving.openai_backend import OpenAIChatModel
 
-    if not isinstance(unbind(chat)[0], OpenAIChatModel):
-        raise InputError(
-            f"this backend cannot apply the adapter {adapter!r}",
-            hint="serve base model and adapter with vLLM and pass --model openai:URL#MODEL --adapter NAME",
-        )
-    return chat.bind(adapter=adapter)
+    if isinstance(unbind(chat)[0], OpenAIChatModel):
+        return chat.bind(adapter=adapter)
+    from studyhall.training.adapters import resolve_adapter
+
+    return chat.bind(adapter=str(resolve_adapter(adapter, settings)))
 
 
 class _Progress:
@@ -442,7 +444,7 @@ async def _run_pending(
             else:
                 await asyncio.to_thread(warm)
     if config.adapter:
-        chat = _bind_adapter(chat, config.adapter)
+        chat = _bind_adapter(chat, config.adapter, settings)
     saver = open_checkpointer(run.path / CHECKPOINTS)
     compiled = build_graph(config.graph, chat, checkpointer=saver, settings=settings,
                            max_tokens=config.max_tokens, temperature=config.temperature,

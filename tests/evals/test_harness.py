@@ -156,7 +156,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, settings, checkers):
     with pytest.raises(InputError, match="not an eval run"):
         run_eval(other, data=data, model=scripted(), settings=settings)
     assert (other / "notes.txt").read_text() == "mine"
-    with pytest.raises(InputError, match="cannot apply the adapter"):
+    with pytest.raises(InputError, match="no adapter 'lora-1'"):
         run_eval(tmp_path / "r5", data=data, model=scripted(), adapter="lora-1", settings=settings,
                  checkers=checkers)
     assert not any(p.name.startswith("r") and (p / ROWS).exists() for p in tmp_path.iterdir())
