@@ -36,10 +36,10 @@ from studyhall.evals.datasets import Problem, find_gsm8k, load_gsm8k, load_probl
 from studyhall.evals.records import EvalConfig, EvalRow, EvalSummary, Session
 from studyhall.records import Trajectory
 
-CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS = (
-    "config.json", "rows.jsonl", "sessions.jsonl", "summary.json", "checkpoints.sqlite",
+CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS, TRAJECTORIES = (
+    "config.json", "rows.jsonl", "sessions.jsonl", "summary.json", "checkpoints.sqlite", "trajectories.jsonl",
 )
-_RUN_FILES = (CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS, CHECKPOINTS + "-wal", CHECKPOINTS + "-shm")
+_RUN_FILES = (CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS, CHECKPOINTS + "-wal", CHECKPOINTS + "-shm", TRAJECTORIES)
 
 
 # ---------------------------------------------------------------------------- the run folder
@@ -227,7 +227,9 @@ def make_row(traj: Trajectory, problem: Problem, index: int, checkers: Checkers,
 
 class RowWriter:
     """Checks finished trajectories and appends their rows, in a thread of its own so the
-    event loop keeps feeding the backend while math-verify works."""
+    event loop keeps feeding the backend while math-verify works. The whole trajectories go
+    to ``trajectories.jsonl`` (training data: `studyhall train sft --data RUN/trajectories.jsonl`),
+    each written before its row, so a row never lacks its trajectory."""
 
     def __init__(self, run: RunDir, problems: dict[str, tuple[int, Problem]], checkers: Checkers,
                  session: int, on_row: Callable[[EvalRow], None] | None = None) -> None:
@@ -236,6 +238,7 @@ class RowWriter:
         self.session = session
         self.on_row = on_row
         self._file = open(run.path / ROWS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._trajectories = open(run.path / TRAJECTORIES, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._queue: queue.Queue[Trajectory | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="eval-rows", daemon=True)
@@ -251,6 +254,8 @@ class RowWriter:
             try:
                 index, problem = self.problems[traj.thread_id or traj.id]
                 row = make_row(traj, problem, index, self.checkers, self.session)
+                self._trajectories.write(traj.model_dump_json() + "\n")
+                self._trajectories.flush()
                 self._file.write(row.model_dump_json() + "\n")
                 self._file.flush()
                 if self.on_row:
@@ -263,6 +268,7 @@ class RowWriter:
         self._queue.put(None)
         self._thread.join()
         self._file.close()
+        self._trajectories.close()
         if self._error is not None:
             raise self._error
 
