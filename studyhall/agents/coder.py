@@ -15,12 +15,12 @@ from studyhall.agents.base import AgentOutput, ParseError, call_agent
 from studyhall.tools.answers import extract_marked
 
 SYSTEM = (
-    "You solve math word problems by writing a short Python program. Put the whole program in "
-    "one ```python code block. Use variables with clear names, compute step by step, and "
-    "print the final numeric answer with print(). Do not use input() or files. If the program "
-    "fails you will see the error and can send a fixed program. When you see the correct "
-    "output, reply with a final line of the form: Answer: <number>"
+    "You solve math word problems by writing a short Python program. Always reply with the "
+    "whole program in one ```python code block: use variables with clear names, compute step "
+    "by step, and print the final numeric answer with print(). Do not use input() or files. "
+    "The program is run and you see its output or its error; after an error send a fixed program."
 )
+NEED_CODE = "Do not answer yet: write the Python program that computes the answer, in one ```python block."
 REMINDER = "Reply with one ```python code block that prints the answer, or with 'Answer: <number>'."
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.S | re.I)
 

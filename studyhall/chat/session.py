@@ -431,19 +431,10 @@ class ChatSession:
 
 
 def resolve_adapter(value: str, settings: Settings) -> str:
-    """A registered adapter name or a folder, as the path to bind. Uses the training module's
-    registry when it is installed; otherwise the value must be an existing folder."""
-    try:
-        from studyhall.training.adapters import resolve_adapter as registry_resolve
-    except ImportError:
-        registry_resolve = None
-    if registry_resolve is not None:
-        return str(registry_resolve(value, settings))
-    path = Path(value).expanduser()
-    if not path.exists():
-        raise InputError(f"no adapter at {value}",
-                         hint="give an adapter folder; named adapters need the training module")
-    return str(path.resolve())
+    """A registered adapter name (``settings.home/adapters/NAME``) or a folder, as the path to bind."""
+    from studyhall.training.adapters import resolve_adapter as registry_resolve
+
+    return str(registry_resolve(value, settings))
 
 
 async def interruptible(coro: Awaitable[T]) -> tuple[T | None, bool]:

@@ -3,7 +3,7 @@
 - ``strict``: only an explicit final-answer marker counts. Accepted: ``#### N`` (the GSM8K
   format; lm-evaluation-harness's gsm8k strict-match regex ``#### (\\-?[0-9\\.\\,]+)``, with
   any spacing after ``####``) and our agents' ``Answer: N`` at the start of a line (case
-  insensitive, optional ``**`` bold and ``$``). N is a plain number: sign, digits, thousands
+  insensitive, optional ``**`` bold, ``$``, ``\\(`` and a ``\\boxed{}`` around N). N is a plain number: sign, digits, thousands
   commas, a decimal part, or a fraction ``a/b``. The FIRST marker in the text is taken, as
   lm-eval's ``take_first``; nothing else (no ``\\boxed``, no "the answer is") counts.
 - ``flexible``: the last number anywhere in the completion (lm-eval's flexible-extract).
@@ -34,12 +34,12 @@ from studyhall.errors import StudyhallError
 from studyhall.tools.answers import answers_match, last_number, normalize_number
 
 CHECKERS: tuple[str, ...] = ("strict", "flexible", "math_verify")
-CHECKER_VERSION = 1  # bump when strict/flexible extraction rules change
+CHECKER_VERSION = 2  # bump when strict/flexible extraction rules change
 
 _N = r"-?[0-9][0-9.,]*(?:\s*/\s*[0-9]+)?"
 _STRICT = re.compile(
     r"####\s*\$?\s*(" + _N + r")"
-    r"|^[ \t]*\**answer\**[ \t]*:[ \t]*\**[ \t]*\$?[ \t]*(" + _N + r")",
+    r"|^[ \t]*\**answer\**[ \t]*:[ \t]*\**[ \t]*(?:\\\(|\$)?[ \t]*(?:\\boxed\{)?[ \t]*\$?(" + _N + r")",
     re.IGNORECASE | re.MULTILINE,
 )
 _WORKER = Path(__file__).with_name("_math_verify_worker.py")
@@ -81,7 +81,7 @@ def math_verify_version() -> str:
 def checker_versions(timeout: float) -> dict[str, str]:
     """What a summary records so numbers can be traced to the exact checking rules."""
     return {
-        "strict": f"studyhall-strict/{CHECKER_VERSION} (#### N or Answer: N, first marker)",
+        "strict": f"studyhall-strict/{CHECKER_VERSION} (#### N or Answer: N (boxed allowed), first marker)",
         "flexible": f"studyhall-flexible/{CHECKER_VERSION} (last number)",
         "math_verify": f"math-verify {math_verify_version()} (own timeouts off; {timeout:g}s deadline per check)",
     }

@@ -50,7 +50,7 @@ def run(
     ctx: typer.Context,
     graph: Annotated[str | None, typer.Option("--graph", "-g", help="Reasoning graph (see `studyhall graphs`).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Model spec (see `studyhall models`).")] = None,
-    adapter: Annotated[str | None, typer.Option(help="LoRA adapter name (servers that serve adapters).")] = None,
+    adapter: Annotated[str | None, typer.Option(help="LoRA adapter: a folder or registered NAME (a served name for openai: models).")] = None,
     data: Annotated[Path | None, typer.Option(help="A JSONL file, or a GSM8K folder (train.jsonl/test.jsonl). Default: GSM8K.")] = None,
     split: Annotated[str, typer.Option(help="GSM8K split.")] = "test",
     question_field: Annotated[str, typer.Option(help="JSONL field with the question.")] = "question",

@@ -36,10 +36,10 @@ from studyhall.evals.datasets import Problem, find_gsm8k, load_gsm8k, load_probl
 from studyhall.evals.records import EvalConfig, EvalRow, EvalSummary, Session
 from studyhall.records import Trajectory
 
-CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS = (
-    "config.json", "rows.jsonl", "sessions.jsonl", "summary.json", "checkpoints.sqlite",
+CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS, TRAJECTORIES = (
+    "config.json", "rows.jsonl", "sessions.jsonl", "summary.json", "checkpoints.sqlite", "trajectories.jsonl",
 )
-_RUN_FILES = (CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS, CHECKPOINTS + "-wal", CHECKPOINTS + "-shm")
+_RUN_FILES = (CONFIG, ROWS, SESSIONS, SUMMARY, CHECKPOINTS, CHECKPOINTS + "-wal", CHECKPOINTS + "-shm", TRAJECTORIES)
 
 
 # ---------------------------------------------------------------------------- the run folder
@@ -227,7 +227,9 @@ def make_row(traj: Trajectory, problem: Problem, index: int, checkers: Checkers,
 
 class RowWriter:
     """Checks finished trajectories and appends their rows, in a thread of its own so the
-    event loop keeps feeding the backend while math-verify works."""
+    event loop keeps feeding the backend while math-verify works. The whole trajectories go
+    to ``trajectories.jsonl`` (training data: `studyhall train sft --data RUN/trajectories.jsonl`),
+    each written before its row, so a row never lacks its trajectory."""
 
     def __init__(self, run: RunDir, problems: dict[str, tuple[int, Problem]], checkers: Checkers,
                  session: int, on_row: Callable[[EvalRow], None] | None = None) -> None:
@@ -236,6 +238,7 @@ class RowWriter:
         self.session = session
         self.on_row = on_row
         self._file = open(run.path / ROWS, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._trajectories = open(run.path / TRAJECTORIES, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._queue: queue.Queue[Trajectory | None] = queue.Queue()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="eval-rows", daemon=True)
@@ -251,6 +254,8 @@ class RowWriter:
             try:
                 index, problem = self.problems[traj.thread_id or traj.id]
                 row = make_row(traj, problem, index, self.checkers, self.session)
+                self._trajectories.write(traj.model_dump_json() + "\n")
+                self._trajectories.flush()
                 self._file.write(row.model_dump_json() + "\n")
                 self._file.flush()
                 if self.on_row:
@@ -263,6 +268,7 @@ class RowWriter:
         self._queue.put(None)
         self._thread.join()
         self._file.close()
+        self._trajectories.close()
         if self._error is not None:
             raise self._error
 
@@ -287,16 +293,18 @@ def load_shots(count: int, data: str | Path | None, settings: Settings) -> list[
     return shots
 
 
-def _bind_adapter(chat: Any, adapter: str) -> Any:
+def _bind_adapter(chat: Any, adapter: str, settings: Settings) -> Any:
+    """Every call of the run uses ``adapter``: a name for an OpenAI-compatible server (which
+    serves adapters under their own names), else a folder or registered name, resolved and
+    checked here so a typo fails before the first problem."""
     from studyhall.agents.base import unbind
     from studyhall.serving.openai_backend import OpenAIChatModel
 
-    if not isinstance(unbind(chat)[0], OpenAIChatModel):
-        raise InputError(
-            f"this backend cannot apply the adapter {adapter!r}",
-            hint="serve base model and adapter with vLLM and pass --model openai:URL#MODEL --adapter NAME",
-        )
-    return chat.bind(adapter=adapter)
+    if isinstance(unbind(chat)[0], OpenAIChatModel):
+        return chat.bind(adapter=adapter)
+    from studyhall.training.adapters import resolve_adapter
+
+    return chat.bind(adapter=str(resolve_adapter(adapter, settings)))
 
 
 class _Progress:
@@ -442,7 +450,7 @@ async def _run_pending(
             else:
                 await asyncio.to_thread(warm)
     if config.adapter:
-        chat = _bind_adapter(chat, config.adapter)
+        chat = _bind_adapter(chat, config.adapter, settings)
     saver = open_checkpointer(run.path / CHECKPOINTS)
     compiled = build_graph(config.graph, chat, checkpointer=saver, settings=settings,
                            max_tokens=config.max_tokens, temperature=config.temperature,

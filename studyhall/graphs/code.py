@@ -55,7 +55,11 @@ def build(
         update: dict[str, Any] = {"steps": [out.step.model_dump(mode="json")], "convo": convo, "turns": turn + 1,
                                   "code": out.value.code if out.value else None}
         if out.value and out.value.answer is not None:
-            update |= {"answer": out.value.answer, "solution": _solution(convo)}
+            if state.get("runs", 0) == 0 and turn + 1 < max_turns:
+                # an answer before any program ran is a guess: ask for the program instead
+                convo.append({"role": "user", "content": coder.NEED_CODE})
+            else:
+                update |= {"answer": out.value.answer, "solution": _solution(convo)}
         return update
 
     async def run(state: CodeState, config: RunnableConfig) -> dict[str, Any]:

@@ -111,6 +111,34 @@ def import_(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="JSONL
     typer.echo(f"imported {n} episodes from {file}; memory holds {mem.count()}")
 
 
+@app.command()
+def remember(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="JSONL of trajectories, e.g. an eval run's trajectories.jsonl.")],
+) -> None:
+    """Add finished runs from FILE as episodes (one per trajectory with a solution); every
+    line is validated first, so one bad line adds nothing."""
+    from studyhall.errors import InputError
+    from studyhall.records import Trajectory
+
+    if not file.is_file():
+        raise InputError(f"no trajectories file at {file}")
+    trajs = []
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            trajs.append(Trajectory.model_validate_json(line))
+        except ValueError as exc:
+            first = str(exc).splitlines()[0]
+            raise InputError(f"{file} line {number} is not a trajectory: {first}", hint="nothing was added") from None
+    mem = _open(ctx)
+    with _console().status(f"embedding {len(trajs)} solutions ...", spinner="dots"):
+        n = mem.add_trajectories(trajs)
+    solved = sum(bool(t.correct) for t in trajs)
+    typer.echo(f"remembered {n} episodes ({solved} correct) from {file}; memory holds {mem.count()}")
+
+
 def _date(value: str) -> datetime:
     try:
         when = datetime.fromisoformat(value)

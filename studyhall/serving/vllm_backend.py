@@ -116,7 +116,7 @@ class VLLMEngine:
         self._commands: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._pending: dict[str, _Pending] = {}
         self._ids = itertools.count(1)
-        self._lora_ids: dict[str, int] = {}  # adapter folder -> stable LoRA id
+        self._lora_ids: dict[str, int] = {}  # adapter folder@version -> stable LoRA id
         self._lora_requests: dict[str, Any] = {}  # adapter as asked -> checked LoRARequest
         self._lora_lock = threading.Lock()
         self._tok_lock = threading.Lock()
@@ -180,7 +180,9 @@ class VLLMEngine:
             return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def lora_request(self, adapter: str | None) -> Any:
-        """The LoRARequest for an adapter folder (None = base), with a stable id per folder."""
+        """The LoRARequest for an adapter folder (None = base), with a stable id per folder and
+        version: a folder whose files were swapped (a promoted champion) gets a new id, so vLLM
+        loads the new weights on the next request."""
         if not self.options.enable_lora:
             if adapter:
                 raise InputError(
@@ -190,7 +192,10 @@ class VLLMEngine:
             return None
         from vllm.lora.request import LoRARequest
 
-        key = adapter or ""
+        from studyhall.training.adapters import adapter_fingerprint
+
+        version = adapter_fingerprint(adapter) if adapter else ""
+        key = f"{adapter}@{version}" if adapter else ""
         with self._lora_lock:
             cached = self._lora_requests.get(key)
         if cached is not None or (not adapter and self.identity_path is None):
@@ -203,7 +208,7 @@ class VLLMEngine:
             info = check_adapter(adapter, self.path, self.options.max_lora_rank)
             path, name = str(info.path), info.path.name
         with self._lora_lock:
-            lora_id = self._lora_ids.setdefault(path, len(self._lora_ids) + 1)
+            lora_id = self._lora_ids.setdefault(f"{path}@{version}", len(self._lora_ids) + 1)
             request = LoRARequest(lora_name=f"{name}-{lora_id}", lora_int_id=lora_id, lora_path=path)
             self._lora_requests[key] = request
         return request

@@ -92,6 +92,8 @@ def test_graph_model_and_steps_commands(chat, tmp_path):
 def test_adapter_command_binds_it_on_every_model_call(chat, tmp_path, settings):
     adapter = tmp_path / "adapters" / "algebra-v1"
     adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")  # a folder shaped like a peft adapter (the
+    (adapter / "adapter_model.safetensors").write_bytes(b"")  # scripted model does not load it)
     term = chat()
     term.line("/adapter")
     term.expect(r"adapter: none")
@@ -101,7 +103,7 @@ def test_adapter_command_binds_it_on_every_model_call(chat, tmp_path, settings):
     term.line("What is 2+3?")
     term.answer("5")
     term.line("/adapter /no/such/adapter")
-    term.expect(r"error: no adapter at /no/such/adapter")
+    term.expect(r"error: no adapter ./no/such/adapter.: not a folder")
     term.line("/model")
     term.expect(r"adapter:\s+\S*algebra-v1")  # unchanged after the error
     term.line("/adapter off")

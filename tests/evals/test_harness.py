@@ -6,7 +6,8 @@ import pytest
 
 from studyhall.errors import InputError
 from studyhall.evals.checkers import Checkers
-from studyhall.evals.harness import CHECKPOINTS, ROWS, RunDir, run_eval
+from studyhall.evals.harness import CHECKPOINTS, ROWS, TRAJECTORIES, RunDir, run_eval
+from studyhall.records import Trajectory
 from studyhall.serving.fake import Rule, ScriptedChatModel
 
 from ..conftest import SMOL
@@ -66,6 +67,11 @@ def test_a_run_writes_a_row_per_problem_and_a_summary(tmp_path, settings, checke
     assert summary.environment.machine["cores"] >= 1 and summary.environment.git_commit
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["results"] == summary.results.model_dump(mode="json")
+    # the whole trajectories are kept beside the rows, as training data
+    trajs = [Trajectory.model_validate_json(x) for x in (out / TRAJECTORIES).read_text().splitlines()]
+    assert sorted(t.thread_id for t in trajs) == sorted(by_id)
+    t0 = next(t for t in trajs if t.thread_id == "set-0")
+    assert t0.gold_answer == "7" and t0.correct and t0.steps[0].completion
 
 
 def test_limit_and_seed_pick_a_deterministic_subset(tmp_path, settings, checkers):
@@ -156,7 +162,7 @@ def test_bad_inputs_are_clear_errors(tmp_path, settings, checkers):
     with pytest.raises(InputError, match="not an eval run"):
         run_eval(other, data=data, model=scripted(), settings=settings)
     assert (other / "notes.txt").read_text() == "mine"
-    with pytest.raises(InputError, match="cannot apply the adapter"):
+    with pytest.raises(InputError, match="no adapter 'lora-1'"):
         run_eval(tmp_path / "r5", data=data, model=scripted(), adapter="lora-1", settings=settings,
                  checkers=checkers)
     assert not any(p.name.startswith("r") and (p / ROWS).exists() for p in tmp_path.iterdir())

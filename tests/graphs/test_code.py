@@ -32,9 +32,20 @@ def test_error_comes_back_and_the_fix_runs():
     assert "NameError" in model.calls[1]["prompt"]  # the coder saw the error
 
 
-def test_plain_answer_without_code_is_accepted():
-    t = run(ScriptedChatModel(rules=[Rule(pattern="", replies=["48 + 24 = 72\nAnswer: 72"])]))
-    assert t.final_answer == "72" and [s.role for s in t.steps] == ["coder"]
+def test_plain_answer_without_code_stands_on_the_last_turn():
+    # a guess before any program ran is sent back once; on the last turn it stands
+    model = ScriptedChatModel(rules=[Rule(pattern="", replies=["48 + 24 = 72\nAnswer: 72"])])
+    t = run(model, max_turns=2)
+    assert t.final_answer == "72" and [s.role for s in t.steps] == ["coder", "coder"]
+    assert "write the Python program" in model.calls[1]["prompt"]
+
+
+def test_answer_without_a_program_asks_for_the_program():
+    program = "```python\nprint(48 + 24)\n```"
+    model = ScriptedChatModel(rules=[Rule(pattern="Do not answer yet", replies=[program]),
+                                     Rule(pattern="", replies=["Answer: 70"])])
+    t = run(model)
+    assert t.final_answer == "72" and [s.role for s in t.steps] == ["coder", "coder", "tool"]
 
 
 def test_hostile_code_is_refused_and_turns_run_out():

@@ -12,6 +12,9 @@ import os
 import time
 from typing import Any
 
+import numpy as np
+from safetensors.numpy import save_file
+
 from studyhall.training.loop.runner import IterationContext
 
 DEV = [f"dev-{i}" for i in range(100)]
@@ -53,7 +56,7 @@ class FakeSteps:
         tmp.mkdir(exist_ok=True)
         (tmp / "adapter_config.json").write_text("{}")
         self._maybe_hang("train")  # killed here: a half-written adapter that must never be champion
-        (tmp / "adapter_model.safetensors").write_bytes(b"weights")
+        save_file({"lora_A.weight": np.full((2, 2), float(ctx.n), np.float32)}, str(tmp / "adapter_model.safetensors"))
         final = ctx.dir / "candidate"
         if not final.exists():
             tmp.rename(final)

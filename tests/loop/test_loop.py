@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from safetensors.numpy import load_file
 
 from studyhall.errors import ConfigError
 from studyhall.training.loop.config import LoopConfig, load_loop_config
@@ -23,7 +24,8 @@ from .fakes import FakeSteps
 
 
 def make_loop(tmp_path: Path, candidate: float = 0.7, **promote) -> tuple[Loop, FakeSteps]:
-    config = LoopConfig(state_dir=tmp_path / "state", promote=promote or {"margin": 0.05, "alpha": 0.05})
+    config = LoopConfig(state_dir=tmp_path / "state", registry=tmp_path / "registry",
+                        promote=promote or {"margin": 0.05, "alpha": 0.05})
     steps = FakeSteps(candidate=candidate)
     return Loop(config, steps=steps, log=lambda _m: None), steps
 
@@ -35,6 +37,8 @@ def test_better_candidate_is_promoted_atomically(tmp_path):
     champ = read_champion(loop.config.state_dir)
     assert champ.adapter.endswith("iterations/0001/candidate") and champ.dev_accuracy == 0.7
     assert it["summary"]["candidate_accuracy"] == 0.7 and it["summary"]["champion_accuracy"] == 0.5
+    published = tmp_path / "registry" / "champion" / "adapter_model.safetensors"  # what servers bound to it load
+    assert published.read_bytes() == (Path(champ.adapter) / "adapter_model.safetensors").read_bytes()
     second = loop.run_iteration()  # the next iteration collects with the new champion
     assert json.loads((loop.config.state_dir / "iterations/0002/collected.jsonl").read_text().splitlines()[0])["champion"] == champ.adapter
     assert second["n"] == 2
@@ -45,7 +49,7 @@ def test_worse_or_equal_candidate_is_rejected(tmp_path, candidate, why):
     loop, _ = make_loop(tmp_path, candidate=candidate)
     it = loop.run_iteration()
     assert it["decision"] == "rejected" and why in it["reason"]
-    assert read_champion(loop.config.state_dir) is None
+    assert read_champion(loop.config.state_dir) is None and not (tmp_path / "registry").exists()
 
 
 def test_gain_that_is_not_significant_is_rejected(tmp_path):
@@ -66,7 +70,7 @@ def test_paired_sign_test():
 
 def write_config(tmp_path: Path, **extra) -> Path:
     cfg = tmp_path / "loop.toml"
-    lines = ['state_dir = "state"', 'steps = "tests.loop.fakes:make_steps"', 'every = "6h"',
+    lines = ['state_dir = "state"', 'registry = "registry"', 'steps = "tests.loop.fakes:make_steps"', 'every = "6h"',
              "[promote]", "margin = 0.05", "alpha = 0.05"]
     cfg.write_text("\n".join(lines) + "\n")
     return cfg
@@ -176,7 +180,10 @@ def test_history_report_and_rollback_cli(tmp_path):
     assert read_champion(state).adapter.endswith("0002/candidate")
     back = subprocess.run(loop_cmd(cfg, "rollback", "1"), capture_output=True, text=True, cwd=root)
     assert back.returncode == 0 and read_champion(state).adapter.endswith("0001/candidate")
+    published = tmp_path / "registry" / "champion" / "adapter_model.safetensors"
+    assert load_file(str(published))["lora_A.weight"][0, 0] == 1.0  # iteration 1's weights
     base = subprocess.run(loop_cmd(cfg, "rollback", "0"), capture_output=True, text=True, cwd=root)
     assert base.returncode == 0 and read_champion(state).adapter is None
+    assert not load_file(str(published))["lora_A.weight"].any()  # the base: the same adapter, zeroed
     status = subprocess.run(loop_cmd(cfg, "status"), capture_output=True, text=True, cwd=root)
     assert "champion: base model" in status.stdout

@@ -69,3 +69,28 @@ def test_mistakes_are_one_clear_line_not_a_traceback(tmp_path):
     for out, code, message in runs:
         assert out.returncode == code and message in out.stderr, out.stderr
         assert "Traceback" not in out.stderr
+
+
+def test_remember_adds_trajectories_as_episodes_and_refuses_a_bad_file_whole(tmp_path):
+    from studyhall.records import AgentStep, Trajectory
+
+    def traj(q: str, answer: str, correct: bool) -> Trajectory:
+        step = AgentStep(role="student", node="student", completion=f"... Answer: {answer}")
+        return Trajectory(question=q, graph="direct", model="m", steps=[step], final_answer=answer,
+                          solution=f"work\nAnswer: {answer}", gold_answer="5", correct=correct)
+
+    runs = tmp_path / "trajectories.jsonl"
+    runs.write_text("".join(t.model_dump_json() + "\n" for t in [
+        traj("Tom has 2 pens and buys 3. How many pens?", "5", True),
+        traj("Ann has 9 cups and breaks 4. How many cups?", "6", False),
+    ]))
+    folder = tmp_path / "memory"
+    out = memory_here("--path", str(folder), "remember", str(runs))
+    assert out.exit_code == 0 and "remembered 2 episodes (1 correct)" in out.stdout, out.output
+    solved = EpisodicMemory.open(path=folder).similar_solved("Tom has 4 pens and buys 1. How many?", k=2)
+    assert [s["question"] for s in solved] == ["Tom has 2 pens and buys 3. How many pens?"]
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(runs.read_text().splitlines()[0] + "\n{\"question\": 3}\n")
+    out = memory("--path", str(tmp_path / "other"), "remember", str(bad))
+    assert out.returncode == 2 and "line 2 is not a trajectory" in out.stderr and "Traceback" not in out.stderr

@@ -59,6 +59,9 @@ class LoopConfig(BaseModel):
     every: str | None = Field("6h", description="Interval between iteration starts: 30m, 6h, 1d ...")
     cron: str | None = Field(None, description="A cron expression instead of `every`.")
     steps: str | None = Field(None, description="module:factory of custom step implementations.")
+    publish_as: str | None = Field("champion", description="Registry name the champion is also published under "
+                                   "(a server or chat bound to it picks up each promotion); empty: do not publish.")
+    registry: Path | None = Field(None, description="Adapter registry folder; default: settings.home/adapters.")
     seed: int = 0
     collect: CollectConfig = Field(default_factory=CollectConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -85,8 +88,9 @@ def load_loop_config(path: str | Path, **overrides: Any) -> LoopConfig:
     if not path.exists():
         raise ConfigError(f"no loop config at {path}", hint="see docs/loop.md for an example loop.toml")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    if "state_dir" in data and not Path(data["state_dir"]).is_absolute():
-        data["state_dir"] = str((path.parent / data["state_dir"]).resolve())
+    for key in ("state_dir", "registry"):  # relative to the config file
+        if data.get(key) and not Path(data[key]).expanduser().is_absolute():
+            data[key] = str((path.parent / data[key]).resolve())
     try:
         return LoopConfig.model_validate(data)
     except ValidationError as exc:

@@ -159,12 +159,46 @@ class Loop:
         else:
             decision, reason = "promoted", f"dev accuracy {cmp.candidate_accuracy:.3f} vs {cmp.champion_accuracy:.3f} (gain {gain:+.3f}, p={cmp.p_value:.3f})"
         current = self.state.champion()
-        if decision == "promoted" and (current is None or current.adapter != str(adapter)):
-            self.state.set_champion(
-                Champion(adapter=str(adapter), iteration=ctx.n, dev_accuracy=cmp.candidate_accuracy, at=now()),
-                note=reason,
-            )
+        if decision == "promoted":
+            if current is None or current.adapter != str(adapter):
+                self.state.set_champion(
+                    Champion(adapter=str(adapter), iteration=ctx.n, dev_accuracy=cmp.candidate_accuracy, at=now()),
+                    note=reason,
+                )
+            self.publish_champion(str(adapter))  # again after a crash here: idempotent
         return {"decision": decision, "reason": reason, "comparison": cmp.model_dump()}
+
+    def publish_champion(self, adapter: str | None) -> Path | None:
+        """Copy the champion to ``registry/publish_as`` (staged, verified, swapped in atomically), so
+        whatever serves that name (``--adapter champion``) switches on its next request. The base
+        model is published as the last champion with its LoRA weights zeroed (an identity adapter)."""
+        name = self.config.publish_as
+        if not name:
+            return None
+        import shutil
+
+        from studyhall.training.adapters import (
+            clean_stale_staging,
+            publish,
+            registry_dir,
+            staging_dir,
+        )
+
+        dest = Path(self.config.registry) if self.config.registry else registry_dir()
+        dest = dest / name
+        if adapter is None and not dest.exists():
+            return None  # nothing published yet, so nothing serves it
+        clean_stale_staging(dest)
+        staging = staging_dir(dest)
+        shutil.copytree(adapter or dest, staging)
+        if adapter is None:
+            _zero_lora_weights(staging)
+        if not adapter_is_complete(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StudyhallError(f"the champion {adapter} is incomplete; {dest} left as it was")
+        publish(staging, dest)
+        self.log(f"published {adapter or 'the base model (zeroed adapter)'} as {dest}")
+        return dest
 
     def _record(self, ctx: IterationContext) -> dict[str, Any]:
         r = ctx.results
@@ -219,7 +253,17 @@ class Loop:
         champion = Champion(adapter=adapter, iteration=n, dev_accuracy=chosen["dev_accuracy"] if chosen else None, at=now())
         with self.locked():
             self.state.set_champion(champion, note=f"rollback to iteration {n}")
+            self.publish_champion(adapter)
         return champion
+
+
+def _zero_lora_weights(folder: Path) -> None:
+    """Same shapes, all zeros: the adapter then adds nothing to the base model."""
+    from safetensors.numpy import load_file, save_file
+
+    weights = folder / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    save_file({k: v * 0 for k, v in tensors.items()}, str(weights))
 
 
 def _brief(result: dict[str, Any]) -> str:
