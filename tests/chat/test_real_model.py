@@ -82,10 +82,19 @@ def test_too_long_a_question_and_an_unsupported_adapter_are_clear_errors(smol, t
     assert re.search(r"error: prompt has \d+ tokens; the model's context holds \d+", text)
     assert "hint: shorten the question" in text
 
-    adapter = tmp_path / "adapter"  # an empty folder is never a usable adapter
-    adapter.mkdir()
+    empty = tmp_path / "empty"  # not an adapter at all: refused by /adapter itself
+    empty.mkdir()
     before = len(session.out.file.getvalue())
-    asyncio.run(session.command(f"/adapter {adapter}"))
+    asyncio.run(session.command(f"/adapter {empty}"))
+    refused = session.out.file.getvalue()[before:]
+    assert "no adapter_config.json" in refused and "Traceback" not in refused and session.adapter is None
+
+    broken = tmp_path / "broken"  # shaped like an adapter, but the backend cannot load it
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{}")
+    (broken / "adapter_model.safetensors").write_bytes(b"not weights")
+    asyncio.run(session.command(f"/adapter {broken}"))
+    before = len(session.out.file.getvalue())
     asyncio.run(session.handle("What is 2+3?"))
     with_adapter = session.out.file.getvalue()[before:]
     assert "error:" in with_adapter and "Traceback" not in with_adapter and "Answer:" not in with_adapter
