@@ -106,6 +106,18 @@ def run(
 
 
 @app.command()
+def rescore(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders made by `studyhall eval --out`.")],
+) -> None:
+    """Check finished runs' stored responses again with the current checkers (no generation)."""
+    from studyhall.evals.harness import rescore as rescore_run
+    from studyhall.evals.report import table
+
+    summaries = [rescore_run(run) for run in runs]
+    _console().print(table(summaries))
+
+
+@app.command()
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders made by `studyhall eval --out`.")],
     plot: Annotated[Path | None, typer.Option(help="PNG path. Default: compare.png beside the first run.")] = None,

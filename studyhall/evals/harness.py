@@ -480,6 +480,37 @@ async def _run_pending(
         saver.close()
 
 
+def rescore(out: str | Path, *, math_verify_timeout: float | None = None, checkers: Checkers | None = None) -> EvalSummary:
+    """Check a finished run's stored responses again with the current checkers (after a
+    checker changed): rows, the config's checker versions and the summary are rewritten
+    atomically; nothing is generated again."""
+    run = RunDir(out)
+    config = run.config()
+    if config is None:
+        raise InputError(f"{run.path} is not an eval run (no {CONFIG})", hint="pass a folder made by `studyhall eval --out`")
+    timeout = math_verify_timeout or config.math_verify_timeout
+    own = checkers is None
+    checkers = checkers or Checkers(timeout)
+    try:
+        checkers.math_verify.start()
+        rows = []
+        for row in run.rows():
+            checks = checkers.check(row.response, row.gold) if row.response.strip() else \
+                {c: CheckResult(False, None) for c in CHECKERS}
+            rows.append(row.model_copy(update={
+                "extracted": {c: r.extracted for c, r in checks.items()},
+                "correct": {c: r.correct for c, r in checks.items()},
+                "notes": {c: r.note for c, r in checks.items() if r.note},
+            }))
+    finally:
+        if own:
+            checkers.math_verify.close()
+    config = config.model_copy(update={"checkers": checker_versions(timeout), "math_verify_timeout": timeout})
+    _write_atomic(run.path / ROWS, "".join(r.model_dump_json() + "\n" for r in rows))
+    _write_atomic(run.path / CONFIG, config.model_dump_json(indent=2))
+    return run.summarize()
+
+
 def run_eval(out: str | Path, **kwargs: Any) -> EvalSummary:
     """Synchronous ``arun_eval``."""
     return asyncio.run(arun_eval(out, **kwargs))

@@ -6,7 +6,7 @@ import pytest
 
 from studyhall.errors import InputError
 from studyhall.evals.checkers import Checkers
-from studyhall.evals.harness import CHECKPOINTS, ROWS, TRAJECTORIES, RunDir, run_eval
+from studyhall.evals.harness import CHECKPOINTS, ROWS, TRAJECTORIES, RunDir, rescore, run_eval
 from studyhall.records import Trajectory
 from studyhall.serving.fake import Rule, ScriptedChatModel
 
@@ -193,3 +193,26 @@ def test_smollm_through_the_harness(tmp_path, settings, smol, checkers):
     r = summary.results
     assert r.problems == 2 and r.errors == 0 and r.mean_completion_tokens > 10
     assert summary.settings.dataset == "gsm8k-test" and summary.settings.model == SMOL
+
+
+def test_rescore_checks_stored_responses_again_without_generating(tmp_path, settings, checkers):
+    data = write_set(tmp_path / "set.jsonl")
+    out = tmp_path / "run"
+    model = scripted()
+    first = run_eval(out, data=data, model=model, settings=settings, checkers=checkers)
+    calls = len(model.calls)
+    # as if an older checker had scored the run: every row wrong, another version recorded
+    rows = [json.loads(x) for x in (out / ROWS).read_text().splitlines()]
+    for r in rows:
+        r["correct"] = {c: False for c in r["correct"]}
+    (out / ROWS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = json.loads((out / "config.json").read_text())
+    config["checkers"]["strict"] = "studyhall-strict/0"
+    (out / "config.json").write_text(json.dumps(config))
+
+    again = rescore(out, checkers=checkers)
+    assert again.results == first.results and len(model.calls) == calls
+    assert again.settings.checkers == first.settings.checkers
+    assert json.loads((out / "summary.json").read_text())["results"] == first.results.model_dump(mode="json")
+    with pytest.raises(InputError, match="not an eval run"):
+        rescore(tmp_path)
