@@ -60,7 +60,8 @@ def run(
     concurrency: Annotated[int, typer.Option(min=1, help="Problems in flight; the backend batches them.")] = 16,
     out: Annotated[Path | None, typer.Option(help="Run folder; the same folder resumes. Default: runs/<graph>-<model>-<data>-<limit>.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Completion budget per agent call.")] = None,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")] = 0.0,
+    temperature: Annotated[float | None, typer.Option(
+        help="Sampling temperature (0 = greedy). Default: the graph's own (greedy; vote samples at 0.7).")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="The student's system prompt, or @FILE.")] = None,
     shots: Annotated[int, typer.Option(min=0, help="Worked GSM8K train examples in each prompt.")] = 0,
     option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Graph option KEY=VALUE (repeatable).")] = None,

@@ -362,7 +362,7 @@ async def arun_eval(
     graph_options: dict[str, Any] | None = None,
     model: Any = None,
     adapter: str | None = None,
-    temperature: float = 0.0,
+    temperature: float | None = None,
     max_tokens: int | None = None,
     system_prompt: str | None = None,
     shots: int = 0,
@@ -452,9 +452,11 @@ async def _run_pending(
     if config.adapter:
         chat = _bind_adapter(chat, config.adapter, settings)
     saver = open_checkpointer(run.path / CHECKPOINTS)
+    options: dict[str, Any] = {"max_tokens": config.max_tokens, "system_prompt": config.system_prompt}
+    if config.temperature is not None:  # else each graph's own: greedy, or vote's sampling temperature
+        options["temperature"] = config.temperature
     compiled = build_graph(config.graph, chat, checkpointer=saver, settings=settings,
-                           max_tokens=config.max_tokens, temperature=config.temperature,
-                           system_prompt=config.system_prompt, **config.graph_options)
+                           **(options | config.graph_options))
     shots = [{"question": p.question, "solution": p.solution, "answer": p.answer} for p in examples]
     items = [{"question": p.question, "gold": p.answer, "thread_id": p.id, "examples": shots}
              for p in pending]

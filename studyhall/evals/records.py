@@ -36,7 +36,7 @@ class EvalConfig(BaseModel):
     graph_options: dict[str, Any] = Field(default_factory=dict)
     model: str
     adapter: str | None = None
-    temperature: float = 0.0
+    temperature: float | None = Field(None, description="None: the graph's own default.")
     max_tokens: int = Field(description="Completion budget per agent call.")
     system_prompt: str = Field(description="The student's system prompt.")
     shots: int = 0

@@ -216,3 +216,16 @@ def test_rescore_checks_stored_responses_again_without_generating(tmp_path, sett
     assert json.loads((out / "summary.json").read_text())["results"] == first.results.model_dump(mode="json")
     with pytest.raises(InputError, match="not an eval run"):
         rescore(tmp_path)
+
+
+def test_sampling_graphs_keep_their_own_temperature_unless_one_is_given(tmp_path, settings, checkers):
+    data = write_set(tmp_path / "set.jsonl")
+    model = scripted()
+    summary = run_eval(tmp_path / "vote", data=data, graph="vote", graph_options={"k": 2, "first": 2, "verify": False},
+                       limit=2, model=model, settings=settings, checkers=checkers)
+    assert summary.settings.temperature is None and summary.results.errors == 0
+    assert {c["options"].get("temperature") for c in model.calls} == {0.7}  # vote's default, not greedy
+    model = scripted()
+    run_eval(tmp_path / "vote-hot", data=data, graph="vote", graph_options={"k": 2, "first": 2, "verify": False},
+             limit=2, temperature=1.1, model=model, settings=settings, checkers=checkers)
+    assert {c["options"].get("temperature") for c in model.calls} == {1.1}
