@@ -301,11 +301,8 @@ class ChatSession:
             query = turns[-1].question if turns else ""
         if not query:
             raise InputError("nothing to look up", hint="/memory QUERY, or ask a question first")
-        try:
-            from studyhall.memory.store import EpisodicMemory
-        except ImportError:
-            raise StudyhallError("memory is not available in this installation (no studyhall.memory.store)",
-                                 hint="similar solved problems need the episodic memory module") from None
+        from studyhall.memory.store import EpisodicMemory
+
         with self.msg.status("searching memory ...", spinner="dots"):
             if self._memory is None:
                 self._memory = await asyncio.to_thread(EpisodicMemory.open, self.settings)

@@ -176,33 +176,29 @@ def test_feedback_stores_a_labelled_trajectory(chat, settings):
     assert natalia.correct is False and natalia.gold_answer == "70"
 
 
-def _memory_available() -> bool:
-    try:
-        import studyhall.memory.store  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(_memory_available(), reason="the memory module is installed; see the test below")
-def test_memory_says_clearly_when_memory_is_not_installed(chat):
+def test_memory_finds_similar_solved_problems(chat, settings):
     term = chat()
-    term.line("/memory")
+    term.line("/memory")  # nothing asked yet, nothing given
     term.expect(r"error: nothing to look up")
-    term.line("/memory clips sold in April")
-    term.expect(r"error: memory is not available in this installation")
-    term.line("What is 2+3?")
-    term.answer("5")
-
-
-@pytest.mark.skipif(not _memory_available(), reason="studyhall.memory.store is not merged yet")
-def test_memory_finds_similar_solved_problems(chat):
-    term = chat()
     term.line(NATALIA)
     term.answer("72")
-    term.line("/memory")  # the last question is the query
-    term.expect(r"no similar solved problems in memory yet|1\. .+\n\s+Answer: ", timeout=180)
+    term.line("/memory")  # the last question is the query; this test's memory is empty
+    term.expect(r"no similar solved problems in memory yet", timeout=180)
     term.prompt()
+    term.line("/quit")
+    assert term.wait_exit() == 0
+
+    from studyhall.memory.episodes import Episode
+    from studyhall.memory.store import EpisodicMemory
+
+    solved = Episode(question="Tom sold 30 pens in June and half as many in July. How many pens in all?",
+                     solution="30 + 15 = 45\nAnswer: 45", answer="45", correct=True, graph="direct",
+                     agent="student", model="m")
+    EpisodicMemory.open(settings).add([solved])
+    term = chat()
+    term.line("/memory pens sold in June and July")
+    term.expect(r"1\. Tom sold 30 pens", timeout=180)
+    term.expect(r"Answer: 45")
     term.line("What is 2+3?")
     term.answer("5")
 
