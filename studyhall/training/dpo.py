@@ -7,13 +7,10 @@ from __future__ import annotations
 from studyhall.training.adapters import AdapterMetadata
 from studyhall.training.runs import (
     Run,
-    attach_parent,
+    base_and_peft,
     finish,
-    load_base,
-    lora_config,
-    progress_callback,
-    quiet,
-    summarize,
+    train_and_summarize,
+    trainer_callbacks,
     trl_args,
 )
 
@@ -24,25 +21,16 @@ def fit(run: Run) -> AdapterMetadata:
 
     disable_progress_bar()
     cfg = run.config
-    model, tokenizer = load_base(run)
-    peft_config = None
-    if run.parent is not None:
-        model = attach_parent(model, run)
-    else:
-        peft_config = lora_config(run)
+    model, tokenizer, peft_config = base_and_peft(run)
     args = trl_args(run, DPOConfig, beta=cfg.beta, loss_type=[cfg.loss_type], max_length=cfg.max_length,
                     precompute_ref_log_probs=False)
-    callbacks = list(run.callbacks)
-    if run.console is not None:
-        callbacks.append(progress_callback(run.console, f"dpo {run.out.name}"))
+    callbacks = trainer_callbacks(run, "dpo")
     trainer = DPOTrainer(
         model=model, ref_model=None, args=args,
         train_dataset=run.dataset.select_columns(["prompt", "chosen", "rejected"]),
         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
     )
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
-    metrics = summarize(trainer.state.log_history, trainer.state.global_step, run.resumed_step)
+    metrics = train_and_summarize(trainer, run)
     last = next((h for h in reversed(trainer.state.log_history) if "rewards/accuracies" in h), None)
     if last:
         metrics |= {k: last[k] for k in ("rewards/accuracies", "rewards/margins") if k in last}

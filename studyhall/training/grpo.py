@@ -19,13 +19,10 @@ from studyhall.training.adapters import AdapterMetadata
 from studyhall.training.rewards import reward_functions
 from studyhall.training.runs import (
     Run,
-    attach_parent,
+    base_and_peft,
     finish,
-    load_base,
-    lora_config,
-    progress_callback,
-    quiet,
-    summarize,
+    train_and_summarize,
+    trainer_callbacks,
     trl_args,
 )
 
@@ -42,12 +39,7 @@ def fit(run: Run) -> AdapterMetadata:
     funcs, weights = reward_functions(cfg.rewards, run.novelty)
     funcs += run.extra_rewards
     weights += [1.0] * len(run.extra_rewards)
-    model, tokenizer = load_base(run)
-    peft_config = None
-    if run.parent is not None:
-        model = attach_parent(model, run)
-    else:
-        peft_config = lora_config(run)
+    model, tokenizer, peft_config = base_and_peft(run)
     vllm = {}
     if cfg.use_vllm:
         vllm = {"use_vllm": True, "vllm_mode": cfg.vllm_mode,
@@ -60,15 +52,11 @@ def fit(run: Run) -> AdapterMetadata:
         num_iterations=cfg.num_iterations, loss_type=cfg.loss_type, reward_weights=weights, log_completions=False,
         **vllm,
     )
-    callbacks = list(run.callbacks)
-    if run.console is not None:
-        callbacks.append(progress_callback(run.console, f"grpo {run.out.name}"))
+    callbacks = trainer_callbacks(run, "grpo")
     trainer = GRPOTrainer(
         model=model, reward_funcs=funcs, args=args,
         train_dataset=run.dataset.select_columns(["prompt", "answer"]),
         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
     )
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
-    metrics = summarize(trainer.state.log_history, trainer.state.global_step, run.resumed_step)
+    metrics = train_and_summarize(trainer, run)
     return finish(run, trainer.model, {None: "default"}, metrics, trainer.state.log_history)

@@ -161,6 +161,30 @@ def attach_parent(model: Any, run: Run, adapter_name: str = "default") -> Any:
     return PeftModel.from_pretrained(model, str(run.parent), adapter_name=adapter_name, is_trainable=True)
 
 
+def base_and_peft(run: Run) -> tuple[Any, Any, Any]:
+    """The model to hand a trl trainer, its tokenizer and its ``peft_config``: the base with
+    the parent adapter attached (and trainable), or the bare base plus a fresh LoRA config."""
+    model, tokenizer = load_base(run)
+    if run.parent is not None:
+        return attach_parent(model, run), tokenizer, None
+    return model, tokenizer, lora_config(run)
+
+
+def trainer_callbacks(run: Run, method: str) -> list[Any]:
+    """The caller's callbacks, plus a progress bar when the run has a console."""
+    callbacks = list(run.callbacks)
+    if run.console is not None:
+        callbacks.append(progress_callback(run.console, f"{method} {run.out.name}"))
+    return callbacks
+
+
+def train_and_summarize(trainer: Any, run: Run) -> dict[str, Any]:
+    """Train (from the last checkpoint when resuming) and summarise the log."""
+    quiet(trainer)
+    trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
+    return summarize(trainer.state.log_history, trainer.state.global_step, run.resumed_step)
+
+
 def trl_args(run: Run, cls: type, **extra: Any) -> Any:
     """A trl config (SFTConfig, DPOConfig, GRPOConfig) from ours."""
     import torch

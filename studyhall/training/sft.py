@@ -15,13 +15,10 @@ from typing import Any
 from studyhall.training.adapters import AdapterMetadata
 from studyhall.training.runs import (
     Run,
-    attach_parent,
+    base_and_peft,
     finish,
-    load_base,
-    lora_config,
-    progress_callback,
-    quiet,
-    summarize,
+    train_and_summarize,
+    trainer_callbacks,
     trl_args,
 )
 
@@ -59,16 +56,9 @@ def fit(run: Run) -> AdapterMetadata:
 
     disable_progress_bar()
     cfg = run.config
-    model, tokenizer = load_base(run)
-    peft_config = None
-    if run.parent is not None:
-        model = attach_parent(model, run)
-    else:
-        peft_config = lora_config(run)
+    model, tokenizer, peft_config = base_and_peft(run)
     args = trl_args(run, SFTConfig, max_length=cfg.max_length, completion_only_loss=True, packing=False)
-    callbacks = list(run.callbacks)
-    if run.console is not None:
-        callbacks.append(progress_callback(run.console, f"sft {run.out.name}"))
+    callbacks = trainer_callbacks(run, "sft")
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=run.dataset.select_columns(["prompt", "completion"]),
         processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
@@ -77,7 +67,5 @@ def fit(run: Run) -> AdapterMetadata:
         token = cfg.mask_token or tokenizer.pad_token
         mask_id = tokenizer.convert_tokens_to_ids(token)
         trainer.data_collator = MaskedThoughtCollator(trainer.data_collator, cfg.masked_thought, mask_id, cfg.seed)
-    quiet(trainer)
-    trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
-    metrics = summarize(trainer.state.log_history, trainer.state.global_step, run.resumed_step)
+    metrics = train_and_summarize(trainer, run)
     return finish(run, trainer.model, {None: "default"}, metrics, trainer.state.log_history)
