@@ -213,10 +213,12 @@ def convert_gguf(gguf: Path, out_dir: Path, progress: Progress | None = None) ->
 def prepare(name: str, cache_dir: Path, progress: Progress | None = None, force: bool = False) -> Path:
     """Return the HF folder for a packaged model, building it once (join, verify, convert)."""
     model = PACKAGED_MODELS[name]
-    model.part_paths()  # fail early, with the install command, if a package is missing
     folder = model.cache_path(cache_dir)
+    # A verified cache is enough (the vLLM venv has no GGUF packages and reads the folder the
+    # main venv prepared); building it needs the packages: fail early with the install command.
     if not force and cache_is_valid(folder, model):
         return folder
+    model.part_paths()
     with _locked(folder.parent / f".{folder.name}.lock"):
         if not force and cache_is_valid(folder, model):  # another process built it meanwhile
             return folder

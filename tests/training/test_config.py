@@ -29,3 +29,14 @@ def test_bad_values_name_the_field():
         make_config("grpo", {"batch_size": 3, "num_generations": 2})
     with pytest.raises(InputError, match="unknown training method 'ppo'"):
         make_config("ppo")
+
+
+def test_training_a_vllm_spec_trains_the_weights_the_engine_serves():
+    from studyhall.training.runs import weights_spec
+
+    assert str(weights_spec("vllm:packaged:smollm2-135m-instruct")) == "packaged:smollm2-135m-instruct"
+    assert str(weights_spec("vllm:/models/qwen")) == "hf:/models/qwen"
+    assert str(weights_spec("vllm:hf:/models/qwen")) == "hf:/models/qwen"
+    assert str(weights_spec("hf:/models/qwen")) == "hf:/models/qwen"
+    with pytest.raises(InputError, match="training needs local weights"):
+        weights_spec("openai:http://127.0.0.1:8000/v1#qwen")
