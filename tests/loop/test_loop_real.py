@@ -167,6 +167,10 @@ def test_one_real_iteration_then_the_next_starts_from_the_champion(tmp_path, set
     assert not {t.metadata["problem_id"] for t in second} & (collected | dev_ids(state))
     assert built["replayed"] == 2 and built["trajectories"] == 4
     assert read_metadata(trained["adapter"]).parent == champion.adapter == trained["parent"]
+    # The champion was iteration 1's candidate: its dev rows are reused, not generated again.
+    second_eval = steps.evaluate(ctx)
+    assert second_eval["reused"] == {"champion": str(state / "iterations/0001/eval-candidate")}
+    assert second_eval["champion"] == ev["candidate"]
 
 
 def loop_cmd(cfg: Path, *args: str) -> list[str]:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ TEACHER_FILE = "teacher-problems.jsonl"
 PROBLEMS_FILE = "problems.json"
 TRAJECTORIES_FILE = "trajectories.jsonl"
 TRAIN_FILE = "train-data.jsonl"
+EVAL_ADAPTER_FILE = "adapter.json"  # in each eval folder: which adapter (and its fingerprint) it scored
 
 
 def qkey(text: str) -> str:
@@ -406,14 +408,36 @@ class RealSteps:
         checkers = Checkers()
         console = Console(stderr=True)
         scores: dict[str, dict[str, bool]] = {}
+        reused: dict[str, str] = {}
         try:
             for who, adapter in (("candidate", candidate), ("champion", ctx.champion_adapter)):
                 out = ctx.dir / f"eval-{who}"
-                asyncio.run(arun_eval(
-                    out, data=self.state_dir / DEV_FILE, graph=e.graph, graph_options=e.graph_options, model=chat,
-                    adapter=adapter, max_tokens=e.max_tokens, concurrency=e.concurrency, progress=True,
-                    console=console, settings=self.settings, checkers=checkers,
-                ))
+
+                def run() -> None:
+                    asyncio.run(arun_eval(
+                        out, data=self.state_dir / DEV_FILE, graph=e.graph, graph_options=e.graph_options,  # noqa: B023
+                        model=chat, adapter=adapter, max_tokens=e.max_tokens, concurrency=e.concurrency,  # noqa: B023
+                        progress=True, console=console, settings=self.settings, checkers=checkers,
+                    ))
+
+                earlier = None if out.exists() else self._earlier_eval(ctx.n, adapter)
+                if earlier is not None:
+                    # The same adapter was already evaluated on this dev set (the champion is
+                    # the candidate of the iteration that promoted it): start from its rows.
+                    # The harness refuses the copy if any setting differs; then run afresh.
+                    tmp = out.with_name(out.name + ".copy")
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    shutil.copytree(earlier, tmp)
+                    os.replace(tmp, out)
+                    try:
+                        run()
+                        reused[who] = str(earlier)
+                    except InputError:
+                        shutil.rmtree(out)
+                        run()
+                else:
+                    run()
+                _write_atomic(out / EVAL_ADAPTER_FILE, json.dumps({"adapter": adapter, "fingerprint": _fingerprint(adapter)}))
                 rows: dict[str, bool] = {}
                 for row in RunDir(out).rows():
                     rows.setdefault(row.id, bool(row.correct.get(e.checker)))
@@ -422,10 +446,34 @@ class RealSteps:
             checkers.math_verify.close()
         acc = {who: (sum(s.values()) / len(s) if s else None) for who, s in scores.items()}
         ctx.log(f"[iteration {ctx.n}] evaluate ({e.checker} checker, {len(scores['candidate'])} dev problems): "
-                f"candidate {acc['candidate']:.3f}, champion {acc['champion']:.3f}")
+                f"candidate {acc['candidate']:.3f}, champion {acc['champion']:.3f}"
+                + "".join(f"; {who} rows reused from {path}" for who, path in reused.items()))
         return {"candidate": scores["candidate"], "champion": scores["champion"], "checker": e.checker,
                 "candidate_accuracy": acc["candidate"], "champion_accuracy": acc["champion"],
-                "champion_adapter": ctx.champion_adapter}
+                "champion_adapter": ctx.champion_adapter, "reused": reused}
+
+    def _earlier_eval(self, n: int, adapter: str | None) -> Path | None:
+        """A finished dev eval of the same adapter (unchanged since) from an earlier iteration."""
+        mine = _fingerprint(adapter)
+        for folder in reversed(self.earlier(n)):
+            for who in ("candidate", "champion"):
+                out = folder / f"eval-{who}"
+                try:
+                    seen = json.loads((out / EVAL_ADAPTER_FILE).read_text())
+                    done = json.loads((out / "summary.json").read_text()).get("complete")
+                except (OSError, ValueError):
+                    continue
+                if done and seen.get("adapter") == adapter and seen.get("fingerprint") == mine:
+                    return out
+        return None
+
+
+def _fingerprint(adapter: str | None) -> str | None:
+    if adapter is None:
+        return None
+    from studyhall.training.adapters import adapter_fingerprint
+
+    return adapter_fingerprint(adapter)
 
 
 def _loaded_engines() -> list[Any]:
