@@ -59,7 +59,9 @@ def test_adapter_changes_greedy_output_and_base_rows_stay_base(smol, adapters):
     assert ask(smol, PROMPTS[1], adapter="base") == base[1]
 
 
-def test_base_and_adapter_rows_batch_together_and_each_gets_its_own_answer(smol, adapters):
+@pytest.mark.parametrize("prefill_each", [True, False], ids=["prefill-each", "prefill-batched"])
+def test_base_and_adapter_rows_batch_together_and_each_gets_its_own_answer(smol, adapters, prefill_each, monkeypatch):
+    monkeypatch.setattr(smol.engine, "prefill_each", prefill_each)
     jobs = [(p, a) for p in PROMPTS for a in (None, str(adapters["A"]), str(adapters["B"]))]
     alone = [ask(smol, p, adapter=a) for p, a in jobs]
 
@@ -69,8 +71,9 @@ def test_base_and_adapter_rows_batch_together_and_each_gets_its_own_answer(smol,
     before = smol.engine.stats["prefills"]
     mixed = [m.content for m in asyncio.run(together())]
     assert mixed == alone
-    assert smol.engine.stats["prefills"] - before < len(jobs)  # they shared prefills (one batch)
-    assert smol.engine.stats["max_rows"] >= 4
+    prefills = smol.engine.stats["prefills"] - before
+    assert prefills == len(jobs) if prefill_each else prefills < len(jobs)  # one each / shared batches
+    assert smol.engine.stats["max_rows"] >= 4  # decoded together either way
 
 
 def test_samples_with_an_adapter(smol, adapters):
