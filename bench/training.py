@@ -1,5 +1,6 @@
-"""Training cost on this CPU, measured side by side in one run: SFT tokens/s with LoRA and
-with full fine-tuning, their peak memory, and GRPO seconds per step (LoRA).
+"""Training cost on this CPU, measured side by side in one run: SFT tokens/s with LoRA (float32
+and bfloat16 weights) and with full fine-tuning, their peak memory, and GRPO seconds per step
+(LoRA).
 
 Each mode runs in its own subprocess (so peak RSS is that mode's alone): it loads the
 model, builds the SFT rows from GSM8K train problems turned into trajectories (worked
@@ -55,7 +56,7 @@ def trajectories(n: int):
     return out
 
 
-def child_sft(args: argparse.Namespace, full: bool) -> dict:
+def child_sft(args: argparse.Namespace, full: bool, bf16: bool = False) -> dict:
     import torch
     from datasets.utils.logging import disable_progress_bar
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
@@ -71,7 +72,7 @@ def child_sft(args: argparse.Namespace, full: bool) -> dict:
     rows = args.steps * args.batch_size
     dataset, _ = sft_dataset(trajectories(rows))
     tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if bf16 else torch.float32)
     loaded = rss_mib()
     peft_config = None
     if not full:
@@ -83,7 +84,7 @@ def child_sft(args: argparse.Namespace, full: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cfg = SFTConfig(output_dir=tmp, max_steps=args.steps, per_device_train_batch_size=args.batch_size,
                         learning_rate=1e-5 if full else 2e-4, logging_steps=1, save_strategy="no", report_to=[],
-                        max_length=args.max_length, activation_checkpointing=False, use_cpu=True, disable_tqdm=True,
+                        max_length=args.max_length, activation_checkpointing=False, use_cpu=True, disable_tqdm=True, bf16=bf16,
                         dataloader_pin_memory=False, completion_only_loss=True)
         trainer = SFTTrainer(model=model, args=cfg, train_dataset=dataset.select_columns(["prompt", "completion"]),
                              processing_class=tokenizer, peft_config=peft_config)
@@ -135,14 +136,22 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--completion", type=int, default=64, help="GRPO max completion tokens")
     ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--modes", default="sft-lora,sft-full,grpo-lora")
+    ap.add_argument("--modes", default="sft-lora,sft-lora-bf16,sft-full,grpo-lora")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        result = child_grpo(args) if args.child == "grpo-lora" else child_sft(args, full=args.child == "sft-full")
+        result = (child_grpo(args) if args.child == "grpo-lora"
+                  else child_sft(args, full=args.child == "sft-full", bf16=args.child.endswith("bf16")))
         print(json.dumps(result))
         return
-    argv = [a for a in sys.argv[1:] if not a.startswith("--modes")]
+    argv, skip = [], False  # the children get every option but --modes
+    for a in sys.argv[1:]:
+        if skip or a.startswith("--modes="):
+            skip = False
+            continue
+        skip = a == "--modes"
+        if not skip:
+            argv.append(a)
     modes = args.modes.split(",")
     print(f"model {args.model}  threads {args.threads or os.cpu_count()}  sft steps {args.steps} x batch "
           f"{args.batch_size} (<= {args.max_length} tokens)  grpo steps {args.grpo_steps} x 4 generations x "
@@ -151,12 +160,12 @@ def main() -> None:
     for mode in modes:
         results[mode] = r = run_child(mode, argv)
         if mode.startswith("sft"):
-            print(f"{mode:9s}  {r['tokens_per_s']:7.1f} tokens/s  {r['s_per_step']:6.1f} s/step  "
+            print(f"{mode:13s}  {r['tokens_per_s']:7.1f} tokens/s  {r['s_per_step']:6.1f} s/step  "
                   f"peak RSS {r['peak_rss_mib']:7.0f} MiB (model loaded {r['rss_loaded_mib']:.0f} MiB, "
                   f"training +{r['peak_rss_mib'] - r['rss_loaded_mib']:.0f} MiB)  trainable {r['trainable'] / 1e6:.1f}M",
                   flush=True)
         else:
-            print(f"{mode:9s}  {r['s_per_step']:7.1f} s/step (4 x {r['completion_tokens']}-token generations + update)"
+            print(f"{mode:13s}  {r['s_per_step']:7.1f} s/step (4 x {r['completion_tokens']}-token generations + update)"
                   f"  peak RSS {r['peak_rss_mib']:7.0f} MiB", flush=True)
     if "sft-lora" in results and "sft-full" in results:
         lora, full = results["sft-lora"], results["sft-full"]
@@ -164,6 +173,10 @@ def main() -> None:
               f"(training overhead {(full['peak_rss_mib'] - full['rss_loaded_mib']) / max(1.0, lora['peak_rss_mib'] - lora['rss_loaded_mib']):.1f}x less), "
               f"tokens/s {lora['tokens_per_s'] / full['tokens_per_s']:.2f}x, "
               f"trainable parameters {full['trainable'] / lora['trainable']:.0f}x fewer")
+    if "sft-lora" in results and "sft-lora-bf16" in results:
+        print(f"LoRA bfloat16 vs float32 weights: tokens/s "
+              f"{results['sft-lora-bf16']['tokens_per_s'] / results['sft-lora']['tokens_per_s']:.2f}x, peak memory "
+              f"{results['sft-lora']['peak_rss_mib'] / results['sft-lora-bf16']['peak_rss_mib']:.2f}x less")
 
 
 if __name__ == "__main__":
