@@ -75,11 +75,15 @@ def test_cache_validity_detects_partial_and_corrupt(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_prepare_then_corruption_is_rebuilt(tmp_path):
+def test_real_prepare_then_corruption_is_rebuilt(tmp_path, settings):
+    """A copy of the session's prepared folder (one conversion fewer), corrupted, is rebuilt
+    for real: joined, verified and converted again."""
     name = SMOL.split(":", 1)[1]
-    folder = packaged.prepare(name, tmp_path)
     model = packaged.PACKAGED_MODELS[name]
-    assert cache_is_valid(folder, model)
+    prepared = packaged.prepare(name, settings.cache_dir)
+    folder = model.cache_path(tmp_path)
+    shutil.copytree(prepared, folder)
+    assert packaged.prepare(name, tmp_path) == folder and cache_is_valid(folder, model)
     assert (folder / "config.json").is_file() and (folder / "tokenizer.json").is_file()
     weights = folder / "model.safetensors"
     size = weights.stat().st_size
