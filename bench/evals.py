@@ -101,12 +101,26 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-evals-") as tmp, Checkers() as checkers:
         vs_raw, vs_agent = [], []
+        stats = getattr(getattr(model, "engine", None), "stats", None)
+
+        def admitted(before: float) -> str:
+            """How many times new requests entered the batch (1 = the burst was caught whole)."""
+            return f"  ({stats['admissions'] - before:.0f} admissions)" if stats else ""
+
+        def count() -> float:
+            return stats["admissions"] if stats else 0
+
         for rep in range(args.repeats):
-            tps_a = line(f"(a)  raw backend, {args.problems} at once", *asyncio.run(raw(model, questions, args.max_tokens)))
-            tps_s = line("(a') student agent, no graph", *asyncio.run(agent(model, questions, args.max_tokens)))
+            c = count()
+            tps_a = line(f"(a)  raw backend, {args.problems} at once", *asyncio.run(raw(model, questions, args.max_tokens)),
+                         admitted(c))
+            c = count()
+            tps_s = line("(a') student agent, no graph", *asyncio.run(agent(model, questions, args.max_tokens)), admitted(c))
+            c = count()
             tokens_b, wall_b, n_b, retries = harness(model, Path(tmp) / f"b{rep}", args.problems, args.problems,
                                                      args.max_tokens, checkers)
-            tps_b = line("(b)  direct graph via the harness", tokens_b, wall_b, f"  ({retries} format retries)")
+            tps_b = line("(b)  direct graph via the harness", tokens_b, wall_b,
+                         f"  ({retries} format retries)" + admitted(c))
             vs_raw.append(tps_b / tps_a)
             vs_agent.append(tps_b / tps_s)
             print(f"     (b)/(a) {vs_raw[-1]:.2f}   (b)/(a') {vs_agent[-1]:.2f}", flush=True)

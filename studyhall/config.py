@@ -60,7 +60,11 @@ class Settings(BaseSettings):
     )
     threads: int | None = Field(None, ge=1, le=512, description="torch threads; unset = all cores.")
     max_batch_size: int = Field(16, ge=1, le=1024, description="Most sequences generated together.")
-    batch_wait_ms: float = Field(10.0, ge=0, le=10_000, description="How long the batcher gathers requests.")
+    batch_wait_ms: float = Field(
+        50.0, ge=0, le=10_000,
+        description="How long the batcher waits for more requests (extended while they keep coming, up to 10x):"
+        " graph runs started together reach the model tens of ms apart; 10 ms split their burst (bench/evals.py).",
+    )
     max_new_tokens: int = Field(384, ge=1, le=32_768, description="Default completion budget per agent call.")
     request_timeout: float = Field(600.0, gt=0, description="Seconds before a backend call is abandoned.")
     # Graphs

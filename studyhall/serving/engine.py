@@ -135,7 +135,7 @@ class BatchEngine:
         tokenizer: Any,
         *,
         max_batch_size: int = 16,
-        batch_wait_ms: float = 10.0,
+        batch_wait_ms: float = 50.0,
         context_length: int | None = None,
         threads: int | None = None,
         model_path: str | None = None,
@@ -162,7 +162,7 @@ class BatchEngine:
         self._stopped = False
         self.threads = threads
         self.stats: dict[str, float] = {
-            "steps": 0, "prefills": 0, "tokens": 0, "max_rows": 0,
+            "steps": 0, "prefills": 0, "admissions": 0, "tokens": 0, "max_rows": 0,
             "prefill_tokens": 0, "prefill_seconds": 0.0, "decode_seconds": 0.0, "decode_row_steps": 0,
         }
         self._mergeable = True
@@ -339,6 +339,7 @@ class BatchEngine:
             taken.append(req)
             used += req.params.n
         if taken:
+            self.stats["admissions"] += 1  # times new requests entered: 1 for a burst caught whole
             try:
                 self._prefill(taken)
             except Exception as exc:  # a prompt that fails to prefill fails only its requests

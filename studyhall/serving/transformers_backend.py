@@ -67,7 +67,7 @@ def get_engine(
     dtype: str = "auto",
     threads: int | None = None,
     max_batch_size: int = 16,
-    batch_wait_ms: float = 10.0,
+    batch_wait_ms: float = 50.0,
 ) -> BatchEngine:
     """One engine per (weights, dtype); loading happens once per process."""
     import torch
@@ -132,7 +132,7 @@ class TransformersChatModel(BaseChatModel):
     dtype: str = "auto"
     threads: int | None = None
     max_batch_size: int = 16
-    batch_wait_ms: float = 10.0
+    batch_wait_ms: float = 50.0
     max_tokens: int = 384
     temperature: float = 0.0
     top_p: float = 1.0
