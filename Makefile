@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 GSM8K  ?= ../shared/data/gsm8k
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=20
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
