@@ -35,7 +35,7 @@ def run_all(graph_name, model, problems, max_tokens=48, **options):
 
 @pytest.mark.parametrize(("graph", "roles", "options", "count"), [
     ("direct", {"student"}, {}, 2),  # two problems batched together
-    ("solve", {"knowledge", "student"}, {"rounds": 2}, 1),
+    ("solve", {"knowledge", "student"}, {"rounds": 1}, 1),  # the retry rounds: tests/graphs with a scripted model
     ("cory", {"pioneer", "observer"}, {}, 1),
     ("code", {"coder"}, {"max_turns": 2}, 1),
 ])
@@ -46,7 +46,7 @@ def test_question_graphs(smol, problems, graph, roles, options, count):
 
 def test_vote_samples_differ_and_are_recorded(smol, problems):
     [t] = run_all("vote", smol, problems[:1], k=4, first=4)
-    assert {s.role for s in t.steps} == {"student"}
+    assert "student" in {s.role for s in t.steps}
     assert len(t.metadata["samples"]) == 4 and len({s.completion for s in t.steps if s.role == "student"}) > 1
 
 
