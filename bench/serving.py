@@ -58,6 +58,7 @@ def main() -> None:
     decode: dict[tuple[int, str], float] = {}
     engine = model.engine
     stats = engine.stats
+    default_prefill = engine.prefill_each
     modes = ["each", "batched"] if args.prefill == "both" else [args.prefill]
     single = None
     for k in levels:
@@ -76,7 +77,7 @@ def main() -> None:
                 f" ({d['prefill_seconds']:.1f}s)",
                 flush=True,
             )
-    engine.prefill_each = True
+    engine.prefill_each = default_prefill
     if single and (8, modes[0]) in results:
         for mode in modes:
             ratio = results[8, mode] / single[0]

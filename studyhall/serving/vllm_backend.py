@@ -552,7 +552,7 @@ def resolve_weights(target: str, settings: Any) -> str:
     if target.startswith("hf:"):
         target = target[3:]
     if target.startswith("packaged:"):
-        from studyhall.serving.packaged import PACKAGED_MODELS, cache_is_valid, prepare
+        from studyhall.serving.packaged import PACKAGED_MODELS, prepare
 
         name = target.split(":", 1)[1]
         if name not in PACKAGED_MODELS:
@@ -560,11 +560,7 @@ def resolve_weights(target: str, settings: Any) -> str:
 
             raise ModelSpecError(f"unknown packaged model {name!r}",
                                  hint="packaged models: " + ", ".join(sorted(PACKAGED_MODELS)))
-        model = PACKAGED_MODELS[name]
-        folder = model.cache_path(settings.cache_dir)
-        if cache_is_valid(folder, model):
-            return str(folder)
-        try:
+        try:  # a verified cache needs no weights package (this venv has none)
             return str(prepare(name, settings.cache_dir))
         except ModelNotInstalledError as exc:
             raise ModelNotInstalledError(

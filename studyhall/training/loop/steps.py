@@ -409,17 +409,17 @@ class RealSteps:
         console = Console(stderr=True)
         scores: dict[str, dict[str, bool]] = {}
         reused: dict[str, str] = {}
+
+        def run(out: Path, adapter: str | None) -> None:
+            asyncio.run(arun_eval(
+                out, data=self.state_dir / DEV_FILE, graph=e.graph, graph_options=e.graph_options, model=chat,
+                adapter=adapter, max_tokens=e.max_tokens, concurrency=e.concurrency, progress=True,
+                console=console, settings=self.settings, checkers=checkers,
+            ))
+
         try:
             for who, adapter in (("candidate", candidate), ("champion", ctx.champion_adapter)):
                 out = ctx.dir / f"eval-{who}"
-
-                def run() -> None:
-                    asyncio.run(arun_eval(
-                        out, data=self.state_dir / DEV_FILE, graph=e.graph, graph_options=e.graph_options,  # noqa: B023
-                        model=chat, adapter=adapter, max_tokens=e.max_tokens, concurrency=e.concurrency,  # noqa: B023
-                        progress=True, console=console, settings=self.settings, checkers=checkers,
-                    ))
-
                 earlier = None if out.exists() else self._earlier_eval(ctx.n, adapter)
                 if earlier is not None:
                     # The same adapter was already evaluated on this dev set (the champion is
@@ -430,13 +430,13 @@ class RealSteps:
                     shutil.copytree(earlier, tmp)
                     os.replace(tmp, out)
                     try:
-                        run()
+                        run(out, adapter)
                         reused[who] = str(earlier)
                     except InputError:
                         shutil.rmtree(out)
-                        run()
+                        run(out, adapter)
                 else:
-                    run()
+                    run(out, adapter)
                 _write_atomic(out / EVAL_ADAPTER_FILE, json.dumps({"adapter": adapter, "fingerprint": _fingerprint(adapter)}))
                 rows: dict[str, bool] = {}
                 for row in RunDir(out).rows():
