@@ -120,6 +120,11 @@ class _Row:
         self.stop_holdback = max((len(s) for s in p.stop), default=1) - 1
 
 
+def _prompt_key(req: Request) -> tuple[str, tuple[int, ...]]:
+    """Requests with the same key share one prefill: same adapter, same prompt tokens."""
+    return (req.loaded_as or BASE, tuple(req.prompt_ids))
+
+
 def _stop_position(text: str, stops: tuple[str, ...]) -> int:
     """Index of the earliest stop string in text, or -1."""
     found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
@@ -354,7 +359,7 @@ class BatchEngine:
         can be merged (a failed prompt fails only its own requests), else as one batch."""
         groups: dict[tuple[str, tuple[int, ...]], list[Request]] = {}
         for req in requests:
-            groups.setdefault((req.loaded_as or BASE, tuple(req.prompt_ids)), []).append(req)
+            groups.setdefault(_prompt_key(req), []).append(req)
         if not (self.prefill_each and self._mergeable and len(groups) > 1):
             self._prefill_batch(requests)
             return
@@ -381,11 +386,10 @@ class BatchEngine:
         row_src: list[int] = []
         rows: list[_Row] = []
         for req in requests:
-            adapter = req.loaded_as or BASE
-            key = (adapter, tuple(req.prompt_ids))
+            key = _prompt_key(req)
             src = unique.setdefault(key, len(unique))
             for i in range(req.params.n):
-                rows.append(_Row(req, i, adapter))
+                rows.append(_Row(req, i, key[0]))
                 row_src.append(src)
         prompts = [p for _, p in unique]
         adapter_names = [a for a, _ in unique]

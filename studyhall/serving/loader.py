@@ -7,24 +7,23 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from studyhall.config import Settings, load_settings
-from studyhall.errors import StudyhallError
-from studyhall.serving.specs import parse_spec
+from studyhall.errors import ModelSpecError, StudyhallError
+from studyhall.serving.specs import parse_spec, weights_spec
 
 
 def resolve_path(spec: str, settings: Settings | None = None, progress: Any = None) -> str:
-    """Local weights folder for packaged/hf specs (packaged ones are prepared on first use)."""
+    """Local weights folder of a packaged, hf or vllm spec (packaged ones are prepared on
+    first use)."""
     settings = settings or load_settings()
-    parsed = parse_spec(spec)
-    if parsed.kind == "packaged":
+    try:
+        weights = weights_spec(spec)
+    except ModelSpecError as exc:
+        raise StudyhallError(f"{spec} has no local weights", hint=exc.hint) from exc
+    if weights.kind == "packaged":
         from studyhall.serving.packaged import prepare
 
-        return str(prepare(parsed.target, settings.cache_dir, progress=progress))
-    if parsed.kind in ("hf", "vllm"):
-        target = parsed.target
-        if target.startswith("packaged:"):
-            return resolve_path(target, settings, progress)
-        return target
-    raise StudyhallError(f"{spec} has no local weights")
+        return str(prepare(weights.target, settings.cache_dir, progress=progress))
+    return weights.target
 
 
 def load_chat_model(spec: str | None = None, settings: Settings | None = None, **options: Any) -> BaseChatModel:

@@ -66,6 +66,23 @@ def parse_spec(spec: str) -> ModelSpec:
     raise _bad(spec)
 
 
+def weights_spec(spec: str | ModelSpec) -> ModelSpec:
+    """The ``packaged:NAME`` or ``hf:PATH`` spec of the local weights behind ``spec``: itself
+    for those kinds, and for ``vllm:X`` the weights the engine loads (``vllm:packaged:N`` ->
+    ``packaged:N``; ``vllm:hf:P`` and ``vllm:P`` -> ``hf:P``). One place unwraps these, so the
+    trainer, the transformers loader and vLLM agree on what a spec's weights are."""
+    parsed = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    if parsed.kind not in ("packaged", "hf", "vllm"):
+        raise ModelSpecError(f"{parsed} has no local weights",
+                             hint="use a packaged:NAME, hf:PATH or vllm:PATH model spec")
+    if parsed.kind == "packaged":
+        return parsed
+    target = parsed.target.removeprefix("hf:") if parsed.kind == "vllm" else parsed.target
+    if target.startswith("packaged:"):
+        return parse_spec(target)
+    return ModelSpec(kind="hf", target=target)
+
+
 def _bad(spec: object) -> ModelSpecError:
     return ModelSpecError(
         f"unknown model spec {spec!r}", hint="valid forms:\n    " + "\n    ".join(SPEC_FORMS)

@@ -76,6 +76,8 @@ class VLLMOptions(BaseSettings):
     enable_lora: bool = Field(False, description="Serve LoRA adapters (the `adapter` bind option).")
     max_lora_rank: int = Field(16, ge=1, description="Largest adapter rank the engine accepts.")
     max_loras: int = Field(4, ge=1, description="Adapters in one batch (identity adapter included).")
+    grouped_lora_ops: bool = Field(True, description="On CPU, compute LoRA with one matmul per adapter "
+                                   "in the batch instead of vLLM's per-token weight copies (vllm_cpu_lora).")
     identity_base: bool | None = Field(None, description="Route base requests through a zero adapter; "
                                        "None = on CPU only (vllm-cpu mixes adapters in a batch).")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="GPU only, when kv_cache_gb=0.")
@@ -156,6 +158,10 @@ class VLLMEngine:
             max_loras=o.max_loras,
             disable_log_stats=True,
         )
+        if o.enable_lora and o.grouped_lora_ops and not cuda_available():
+            from studyhall.serving import vllm_cpu_lora
+
+            vllm_cpu_lora.install()  # vLLM's CPU LoRA ops copy the weights per token
         try:
             self.engine = LLMEngine.from_engine_args(args, enable_multiprocessing=False)
         except Exception as exc:  # surface vLLM's own error, whatever it is
@@ -549,25 +555,21 @@ def resolve_weights(target: str, settings: Any) -> str:
     """The HF folder vLLM loads for ``vllm:TARGET``: a packaged model's converted folder (made
     by ``studyhall models prepare`` in the main environment, which has the GGUF packages), an
     ``hf:`` path, or a plain path."""
-    if target.startswith("hf:"):
-        target = target[3:]
-    if target.startswith("packaged:"):
-        from studyhall.serving.packaged import PACKAGED_MODELS, prepare
+    from studyhall.serving.specs import weights_spec
 
-        name = target.split(":", 1)[1]
-        if name not in PACKAGED_MODELS:
-            from studyhall.errors import ModelSpecError
+    weights = weights_spec(f"vllm:{target}")  # an unknown packaged name fails here, clearly
+    if weights.kind == "packaged":
+        from studyhall.serving.packaged import prepare
 
-            raise ModelSpecError(f"unknown packaged model {name!r}",
-                                 hint="packaged models: " + ", ".join(sorted(PACKAGED_MODELS)))
         try:  # a verified cache needs no weights package (this venv has none)
-            return str(prepare(name, settings.cache_dir))
+            return str(prepare(weights.target, settings.cache_dir))
         except ModelNotInstalledError as exc:
             raise ModelNotInstalledError(
-                f"{target} is not prepared yet and its weights package is not installed here",
-                hint=f"prepare it once from the main environment: `studyhall models prepare {target}` "
+                f"{weights} is not prepared yet and its weights package is not installed here",
+                hint=f"prepare it once from the main environment: `studyhall models prepare {weights}` "
                 f"(or `make models`); or here: {exc.hint}",
             ) from exc
+    target = weights.target
     folder = Path(target).expanduser()
     if folder.is_dir():
         if not (folder / "config.json").is_file():

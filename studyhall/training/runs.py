@@ -364,16 +364,15 @@ def weights_spec(spec: str) -> Any:
     """The local weights a model spec trains: ``packaged:``/``hf:`` as they are, and for
     ``vllm:X`` the weights the engine serves (so a loop that collects with vLLM trains its
     candidates on the same base). Servers (``openai:``) have no weights to train."""
+    from studyhall.errors import ModelSpecError
     from studyhall.serving.specs import parse_spec
+    from studyhall.serving.specs import weights_spec as local_weights
 
     parsed = parse_spec(spec)
-    if parsed.kind == "vllm":
-        target = parsed.target.removeprefix("hf:")
-        parsed = parse_spec(target if target.startswith("packaged:") else f"hf:{target}")
-    if parsed.kind not in ("packaged", "hf"):
-        raise InputError(f"cannot train {spec}: training needs local weights",
-                         hint="use a packaged:NAME, hf:PATH or vllm:PATH model spec")
-    return parsed
+    try:
+        return local_weights(parsed)
+    except ModelSpecError as exc:
+        raise InputError(f"cannot train {spec}: training needs local weights", hint=exc.hint) from exc
 
 
 def train(

@@ -56,7 +56,8 @@ def vllm_smol(smol_path: str):
 
 
 def make_lora(base: str, out: Path, seed: int, alpha: int = 64) -> Path:
-    """A random LoRA adapter for ``base`` made with peft, saved the way training saves one."""
+    """A random LoRA adapter for ``base`` made with peft: a plain peft folder (no studyhall
+    metadata), which both backends serve."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -67,7 +68,6 @@ def make_lora(base: str, out: Path, seed: int, alpha: int = 64) -> Path:
                      init_lora_weights=False, task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, cfg)
     peft_model.save_pretrained(out)
-    (out / "studyhall-adapter.json").write_text(json.dumps({"version": 1, "base_model": base, "seed": seed}))
     return out
 
 

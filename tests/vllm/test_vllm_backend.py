@@ -44,17 +44,24 @@ def _greedy(model, text: str, **kw) -> str:
     return model.invoke(_msgs(text), temperature=0.0, **kw).content
 
 
-def test_greedy_matches_transformers_backend(vllm_smol, smol_path):
-    """Same weights, float32, greedy: vLLM agrees with the transformers backend (run in the
-    main environment, whose transformers version that backend is written for)."""
-    job = {"path": smol_path, "prompts": PROMPTS, "max_tokens": 48, "system": SYSTEM}
-    python = main_python()
-    proc = subprocess.run([python, "-m", "tests.vllm.transformers_reference", json.dumps(job)],
+def _transformers_greedy(smol_path: str, adapter: str | None = None) -> list[str]:
+    """The transformers backend's greedy outputs for PROMPTS (run in the main environment,
+    whose transformers version that backend is written for)."""
+    job = {"path": smol_path, "prompts": PROMPTS, "max_tokens": 48, "system": SYSTEM, "adapter": adapter}
+    proc = subprocess.run([main_python(), "-m", "tests.vllm.transformers_reference", json.dumps(job)],
                           cwd=REPO, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    theirs = json.loads(proc.stdout.strip().splitlines()[-1])
-    ours = [_greedy(vllm_smol, p, max_tokens=48) for p in PROMPTS]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("with_adapter", [False, True], ids=["base", "lora"])
+def test_greedy_matches_transformers_backend(vllm_smol, smol_path, lora_dirs, with_adapter):
+    """Same weights, float32, greedy: vLLM agrees with the transformers backend, and with a
+    LoRA adapter (vLLM's LoRA path with studyhall's grouped CPU ops) with peft."""
+    adapter = str(lora_dirs[0]) if with_adapter else None
+    theirs = _transformers_greedy(smol_path, adapter)
+    ours = [_greedy(vllm_smol, p, max_tokens=48, **({"adapter": adapter} if adapter else {})) for p in PROMPTS]
     same = sum(a == b for a, b in zip(ours, theirs, strict=True))
     # Tolerance: float32 kernels differ (vLLM's attention vs sdpa), so a late near-tie may flip
     # one token; the texts must still agree on their first 40 characters and 3 of 4 fully.
@@ -151,6 +158,11 @@ def test_direct_graph_runs_on_vllm(vllm_smol):
 def test_lora_changes_output_and_base_stays_base_in_a_mixed_batch(vllm_smol, lora_dirs):
     """The CPU mixed-batch bug, pinned: a base request batched with LoRA requests must still
     compute the base model (it goes through the identity adapter)."""
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    from studyhall.serving import vllm_cpu_lora
+
+    assert punica_cpu.bgmv_shrink is vllm_cpu_lora.bgmv_shrink  # the grouped ops serve this batch
     pioneer, observer = (str(p) for p in lora_dirs)
     prompt = PROMPTS[2]
     base = _greedy(vllm_smol, prompt, max_tokens=24)
