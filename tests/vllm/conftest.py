@@ -9,7 +9,6 @@ LoRA on), shared by every test, because vLLM keeps one engine per process.
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import pytest
