@@ -166,6 +166,7 @@ class BatchEngine:
         self._last: Any = None  # [B]
         self._stopped = False
         self.threads = threads
+        self.packed_layers = 0  # linear layers on oneDNN-packed weights (set by the loader)
         self.stats: dict[str, float] = {
             "steps": 0, "prefills": 0, "admissions": 0, "tokens": 0, "max_rows": 0,
             "prefill_tokens": 0, "prefill_seconds": 0.0, "decode_seconds": 0.0, "decode_row_steps": 0,

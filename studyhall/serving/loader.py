@@ -55,6 +55,7 @@ def load_chat_model(spec: str | None = None, settings: Settings | None = None, *
             threads=options.pop("threads", settings.threads),
             max_batch_size=options.pop("max_batch_size", settings.max_batch_size),
             batch_wait_ms=options.pop("batch_wait_ms", settings.batch_wait_ms),
+            prepack=options.pop("prepack", settings.prepack_weights),
             max_tokens=options.pop("max_tokens", settings.max_new_tokens),
             **options,
         )

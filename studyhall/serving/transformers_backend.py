@@ -68,8 +68,10 @@ def get_engine(
     threads: int | None = None,
     max_batch_size: int = 16,
     batch_wait_ms: float = 50.0,
+    prepack: bool = True,
 ) -> BatchEngine:
-    """One engine per (weights, dtype); loading happens once per process."""
+    """One engine per (weights, dtype); loading happens once per process. ``prepack``: run
+    the linear layers on oneDNN-packed weights on CPU (cpu_linear; twice the weight memory)."""
     import torch
 
     torch_dtype = resolve_dtype(dtype)
@@ -80,10 +82,16 @@ def get_engine(
             return engine
         torch.set_num_threads(threads or os.cpu_count() or 1)
         model, tokenizer = load_model(path, torch_dtype)
+        packed = 0
+        if prepack:
+            from studyhall.serving.cpu_linear import pack_linears
+
+            packed = pack_linears(model)
         engine = BatchEngine(
             model, tokenizer, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, threads=threads,
             model_path=str(path),
         )
+        engine.packed_layers = packed
         _engines[key] = engine
         return engine
 
@@ -133,6 +141,7 @@ class TransformersChatModel(BaseChatModel):
     threads: int | None = None
     max_batch_size: int = 16
     batch_wait_ms: float = 50.0
+    prepack: bool = Field(True, description="CPU: oneDNN-packed linear weights (see cpu_linear).")
     max_tokens: int = 384
     temperature: float = 0.0
     top_p: float = 1.0
@@ -161,6 +170,7 @@ class TransformersChatModel(BaseChatModel):
                 threads=self.threads,
                 max_batch_size=self.max_batch_size,
                 batch_wait_ms=self.batch_wait_ms,
+                prepack=self.prepack,
             )
         return self._engine
 
