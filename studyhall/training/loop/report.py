@@ -19,7 +19,9 @@ def plot_history(iterations: list[dict[str, Any]], out: str | Path) -> Path:
     cand = [it["summary"].get("candidate_accuracy") if it["summary"].get("candidate_accuracy") is not None else nan for it in done]
     promoted = [it["decision"] == "promoted" for it in done]
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.step(xs, champ, where="mid", label="champion (before the iteration)", color="tab:blue")
+    # Markers too: a step line through one point draws nothing (a first iteration alone).
+    ax.step(xs, champ, where="mid", color="tab:blue")
+    ax.plot(xs, champ, linestyle="none", marker="o", color="tab:blue", label="champion (before the iteration)")
     ax.scatter([x for x, p in zip(xs, promoted, strict=True) if p], [c for c, p in zip(cand, promoted, strict=True) if p],
                marker="^", s=70, color="tab:green", label="candidate, promoted", zorder=3)
     ax.scatter([x for x, p in zip(xs, promoted, strict=True) if not p], [c for c, p in zip(cand, promoted, strict=True) if not p],
