@@ -69,4 +69,4 @@ test-vllm: models vllm-env
 	STUDYHALL_MAIN_PYTHON=$(abspath $(BIN)/python) $(VLLM_RUN) python -m pytest -q -ra tests/vllm $(PYTEST_ARGS)
 
 bench-vllm: models vllm-env
-	STUDYHALL_MAIN_PYTHON=$(abspath $(BIN)/python) $(BIN)/python bench/vllm.py --vllm-python $(VLLM_VENV)/bin/python
+	STUDYHALL_MAIN_PYTHON=$(abspath $(BIN)/python) $(BIN)/python bench/vllm_vs_transformers.py --vllm-python $(VLLM_VENV)/bin/python

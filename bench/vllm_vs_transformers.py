@@ -10,7 +10,7 @@ subprocess in its own environment, one after the other, and prints them side by 
 3. graph: the ``vote`` graph (or, where it is not registered yet, ``direct``) over the 32
    problems with all runs in flight at once: problems/s and accuracy.
 
-    python bench/vllm.py [--model packaged:qwen2.5-coder-0.5b-instruct] [--tokens 128]
+    python bench/vllm_vs_transformers.py [--model packaged:qwen2.5-coder-0.5b-instruct] [--tokens 128]
         [--main-python .venv/bin/python] [--vllm-python .venv-vllm/bin/python]
 
 The machine may be shared: the load average before and after each half is printed with it.
@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# this checkout's studyhall, whichever environment runs it; and not bench/ itself, where this
-# file would shadow the vllm package
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+# this checkout's studyhall, whichever environment runs it
+sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
