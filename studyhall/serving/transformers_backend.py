@@ -57,7 +57,7 @@ def resolve_dtype(name: str) -> Any:
     return torch.float32
 
 
-_engines: dict[tuple, BatchEngine] = {}
+_engines: dict[tuple, BatchEngine] = {}  # (weights path, dtype, prepack) -> engine
 _engines_lock = threading.Lock()
 
 
@@ -70,12 +70,12 @@ def get_engine(
     batch_wait_ms: float = 50.0,
     prepack: bool = True,
 ) -> BatchEngine:
-    """One engine per (weights, dtype); loading happens once per process. ``prepack``: run
+    """One engine per (weights, dtype, prepack); loading happens once per process. ``prepack``: run
     the linear layers on oneDNN-packed weights on CPU (cpu_linear; twice the weight memory)."""
     import torch
 
     torch_dtype = resolve_dtype(dtype)
-    key = (str(path), str(torch_dtype))
+    key = (str(path), str(torch_dtype), prepack)
     with _engines_lock:
         engine = _engines.get(key)
         if engine is not None:

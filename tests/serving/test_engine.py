@@ -111,3 +111,19 @@ def test_budget_past_the_context_is_clamped_not_a_crash(smol, caplog):
 def test_unknown_option_is_rejected(smol):
     with pytest.raises(TypeError, match="unsupported generation options"):
         smol.invoke([HumanMessage("hi")], max_tokns=3)
+
+
+def test_packed_and_plain_weights_give_the_same_greedy_text(smol):
+    """The default engine runs its linear layers on oneDNN-packed weights; one with
+    prepack off is its own engine (plain F.linear) and answers the same."""
+    from studyhall.serving.loader import load_chat_model
+    from studyhall.serving.transformers_backend import release_engines
+
+    plain = load_chat_model(smol.spec, dtype="float32", max_tokens=24, prepack=False)
+    try:
+        assert smol.engine.packed_layers > 0 and plain.engine.packed_layers == 0
+        assert plain.engine is not smol.engine
+        for p in PROMPTS[:3]:
+            assert plain.invoke([HumanMessage(p)]).content == smol.invoke([HumanMessage(p)], max_tokens=24).content
+    finally:
+        release_engines([plain.engine])
