@@ -63,11 +63,12 @@ def main() -> None:
     default_prefill = engine.prefill_each
     from studyhall.serving.cpu_linear import pack_linears, unpack_linears
 
-    default_packed = unpack_linears(engine.base_model) > 0
+    # (Un)packing runs on the engine's thread: torch work on this one would throttle it (engine.call).
+    default_packed = engine.call(lambda: unpack_linears(engine.base_model)).result() > 0
     prefills = ["each", "batched"] if args.prefill == "both" else [args.prefill]
     prepacks = ["packed", "plain"] if args.prepack == "both" else [args.prepack]
     for prepack in prepacks:
-        layers = pack_linears(engine.base_model) if prepack == "packed" else 0
+        layers = engine.call(lambda: pack_linears(engine.base_model)).result() if prepack == "packed" else 0
         print(f"--- weights {prepack} ({layers} linear layers on oneDNN-packed weights)", flush=True)
         asyncio.run(level(model, prompts, 1, 8))  # warm the kernels
         results: dict[tuple[int, str], float] = {}
@@ -90,7 +91,7 @@ def main() -> None:
                     f" ({d['prefill_seconds']:.1f}s)",
                     flush=True,
                 )
-        unpack_linears(engine.base_model)
+        engine.call(lambda: unpack_linears(engine.base_model)).result()
         summary[prepack] = results
         if single and (8, prefills[0]) in results:
             for mode in prefills:
@@ -104,7 +105,7 @@ def main() -> None:
                   f"{summary['packed'][k, mode] / summary['plain'][k, mode]:.2f}x tokens/s")
     engine.prefill_each = default_prefill
     if default_packed:
-        pack_linears(engine.base_model)
+        engine.call(lambda: pack_linears(engine.base_model)).result()
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +82,23 @@ def get_engine(
         if engine is not None:
             return engine
         torch.set_num_threads(threads or os.cpu_count() or 1)
-        model, tokenizer = load_model(path, torch_dtype)
-        packed = 0
-        if prepack:
-            from studyhall.serving.cpu_linear import pack_linears
 
-            packed = pack_linears(model)
+        def load() -> tuple[Any, Any, int]:
+            torch.set_num_threads(threads or os.cpu_count() or 1)
+            model, tokenizer = load_model(path, torch_dtype)
+            packed = 0
+            if prepack:
+                from studyhall.serving.cpu_linear import pack_linears
+
+                packed = pack_linears(model)
+            return model, tokenizer, packed
+
+        # Load on a short-lived thread: its OpenMP thread pool ends with it. A pool left on the
+        # caller's thread beside the engine thread's puts more OpenMP threads than CPUs in the
+        # process, and libgomp then stops spinning at barriers: a single-stream decode step of the
+        # default model went from ~90 to ~125 ms (2 threads).
+        with ThreadPoolExecutor(1, thread_name_prefix="studyhall-load") as pool:
+            model, tokenizer, packed = pool.submit(load).result()
         engine = BatchEngine(
             model, tokenizer, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, threads=threads,
             model_path=str(path),
@@ -127,6 +139,10 @@ def load_model(path: str, torch_dtype: Any) -> tuple[Any, Any]:
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
+    else:
+        from studyhall.serving.cpu_attention import use_cpu_attention
+
+        use_cpu_attention(model)  # decode steps without torch's slow CPU grouped-query kernel
     return model, tokenizer
 
 
