@@ -230,6 +230,14 @@ class BatchEngine:
         """path -> fingerprint of the adapter versions that serve new requests."""
         return {p: a.fingerprint for p, a in self._adapters.items()}
 
+    def call(self, fn: Callable[[], Any]) -> Future:
+        """Run ``fn`` on the engine's worker thread between forward passes; resolves with its
+        result. Torch work on the model belongs there: a second thread running OpenMP work
+        leaves the process with more OpenMP threads than CPUs, and libgomp then throttles the
+        barrier spin of every parallel region (a single-stream decode step of the default model
+        went from ~80 to ~125 ms at 2 threads, and stays slow while that thread lives)."""
+        return self._control(fn)
+
     def _control(self, fn: Callable[[], Any]) -> Future:
         if self._stopped:
             raise RuntimeError("engine is closed")
@@ -380,7 +388,8 @@ class BatchEngine:
 
     def _prefill_batch(self, requests: list[Request]) -> None:
         import torch
-        from transformers import DynamicCache
+
+        from studyhall.serving.kv_cache import new_cache
 
         # Identical prompts (n samples, or the same question asked twice) prefill once.
         unique: dict[tuple[str, tuple[int, ...]], int] = {}
@@ -402,7 +411,7 @@ class BatchEngine:
             mask[r, width - len(p):] = 1
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         started = time.perf_counter()
-        cache = DynamicCache(config=self.model.config)
+        cache = new_cache(self.model.config)
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
@@ -430,8 +439,10 @@ class BatchEngine:
     def _cache_layers(self, cache: Any) -> list[Any]:
         from transformers.cache_utils import DynamicLayer
 
+        from studyhall.serving.kv_cache import GrowingLayer
+
         layers = list(cache.layers)
-        if any(type(layer) is not DynamicLayer for layer in layers):
+        if any(type(layer) not in (DynamicLayer, GrowingLayer) for layer in layers):
             self._mergeable = False  # sliding-window caches cannot be re-aligned; batch statically
         return layers
 
