@@ -88,7 +88,7 @@ def main() -> None:
                     f"single {tps / single[0]:5.2f}x  | decode only {decode[k, mode]:6.1f} tok/s "
                     f"({decode[k, mode] / single[1]:5.2f}x)  prefill "
                     f"{d['prefill_tokens'] / max(d['prefill_seconds'], 1e-9):5.0f} tok/s in {d['prefills']:.0f} passes"
-                    f" ({d['prefill_seconds']:.1f}s)",
+                    f" ({d['prefill_seconds']:.1f}s; {d['prefix_tokens']:.0f} prompt tokens reused)",
                     flush=True,
                 )
         engine.call(lambda: unpack_linears(engine.base_model)).result()

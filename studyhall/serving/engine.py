@@ -26,6 +26,7 @@ import os
 import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -170,12 +171,19 @@ class BatchEngine:
         self.stats: dict[str, float] = {
             "steps": 0, "prefills": 0, "admissions": 0, "tokens": 0, "max_rows": 0,
             "prefill_tokens": 0, "prefill_seconds": 0.0, "decode_seconds": 0.0, "decode_row_steps": 0,
+            "prefix_hits": 0, "prefix_tokens": 0,
         }
         self._mergeable = True
         # Prefill distinct prompts one at a time and merge their caches into the batch, rather
         # than as one left-padded batch: no padding compute and no padded attention mask
         # (measured by bench/serving.py). Caches that cannot be merged batch statically.
         self.prefill_each = prefill_each
+        # Prompts that start alike (one agent's system prompt before each question) reuse the
+        # keys and values of their shared start: see _prefix_hit / _remember_prefix.
+        self.prefix_cache = True
+        self.prefix_min_tokens = 16
+        self._prefixes: OrderedDict[tuple[str, tuple[int, ...]], list[tuple[Any, Any]]] = OrderedDict()
+        self._recent: deque[tuple[str, tuple[int, ...]]] = deque(maxlen=32)
         self._peft: Any = None
         self._adapters: dict[str, _Adapter] = {}  # path -> the version serving new requests
         self._retired: list[_Adapter] = []  # replaced versions, dropped when no row uses them
@@ -412,10 +420,12 @@ class BatchEngine:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         started = time.perf_counter()
         cache = new_cache(self.model.config)
+        single = len(prompts) == 1 and self.prefix_cache and self._mergeable
+        reused = self._prefix_hit(cache, *next(iter(unique))) if single else 0
         out = self.model(
-            input_ids=ids.to(self.device),
+            input_ids=ids[:, reused:].to(self.device),
             attention_mask=mask.to(self.device),
-            position_ids=pos.to(self.device),
+            position_ids=pos[:, reused:].to(self.device),
             cache=cache,
             use_cache=True,
             logits_to_keep=1,
@@ -423,8 +433,10 @@ class BatchEngine:
         )
         cache = out.cache
         self.stats["prefills"] += 1
-        self.stats["prefill_tokens"] += int(mask.sum())
+        self.stats["prefill_tokens"] += int(mask.sum()) - reused
         self.stats["prefill_seconds"] += time.perf_counter() - started
+        if single:
+            self._remember_prefix(cache, *next(iter(unique)))
         logits = out.logits[:, -1, :]
         index = torch.tensor(row_src, dtype=torch.long)
         if len(rows) != len(prompts) or row_src != list(range(len(prompts))):
@@ -435,6 +447,51 @@ class BatchEngine:
         first = self._sample(logits, rows)
         self._merge(rows, cache, mask, next_pos)
         self._advance(first, rows_offset=len(self._rows) - len(rows))
+
+    def _prefix_hit(self, cache: Any, adapter: str, prompt: tuple[int, ...]) -> int:
+        """Fill ``cache`` with the longest remembered start of ``prompt`` (same adapter) and
+        return its length; 0 when none. The prompt's last token is always computed (its logits
+        pick the first new token)."""
+        best: tuple[str, tuple[int, ...]] | None = None
+        for key in self._prefixes:
+            a, start = key
+            if (a == adapter and len(start) < len(prompt) and prompt[: len(start)] == start
+                    and (best is None or len(start) > len(best[1]))):
+                best = key
+        if best is None:
+            return 0
+        self._prefixes.move_to_end(best)
+        for layer, (k, v) in zip(cache.layers, self._prefixes[best], strict=True):
+            layer.lazy_initialization(k, v)
+            layer.keys, layer.values = k, v  # GrowingLayer copies before it appends
+        self.stats["prefix_hits"] += 1
+        self.stats["prefix_tokens"] += len(best[1])
+        return len(best[1])
+
+    def _remember_prefix(self, cache: Any, adapter: str, prompt: tuple[int, ...]) -> None:
+        """Keep the keys and values of the longest start this prompt shares with a recent one
+        (an identical prompt: all but its last token), if that is long enough to be worth it."""
+        longest = 0
+        for a, other in self._recent:
+            if a != adapter:
+                continue
+            n = min(len(other), len(prompt))
+            i = 0
+            while i < n and other[i] == prompt[i]:
+                i += 1
+            longest = max(longest, i)
+        self._recent.append((adapter, prompt))
+        longest = min(longest, len(prompt) - 1)
+        key = (adapter, prompt[:longest])
+        if longest < self.prefix_min_tokens or key in self._prefixes:
+            return
+        layers = self._cache_layers(cache)
+        if not self._mergeable:
+            return
+        self._prefixes[key] = [(layer.keys[:, :, :longest].clone(), layer.values[:, :, :longest].clone())
+                               for layer in layers]
+        while len(self._prefixes) > 16:
+            self._prefixes.popitem(last=False)
 
     def _cache_layers(self, cache: Any) -> list[Any]:
         from transformers.cache_utils import DynamicLayer

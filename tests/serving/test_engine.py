@@ -127,3 +127,31 @@ def test_packed_and_plain_weights_give_the_same_greedy_text(smol):
             assert plain.invoke([HumanMessage(p)]).content == smol.invoke([HumanMessage(p)], max_tokens=24).content
     finally:
         release_engines([plain.engine])
+
+
+def test_shared_prompt_starts_are_prefilled_once_and_answer_the_same(smol):
+    """Prompts with the same system prompt reuse its keys and values (prefix cache); the
+    answers equal those of a full prefill."""
+    from langchain_core.messages import SystemMessage
+
+    engine = smol.engine
+    system = SystemMessage("You are a careful math student. Solve the problem step by step and end with Answer: N.")
+    questions = ["Name a color.", "What is 12*12?", "A farmer has 17 sheep and buys 5 more. How many sheep are there?"]
+    engine.prefix_cache = False
+    try:
+        full = [smol.invoke([system, HumanMessage(q)], max_tokens=24).content for q in questions]
+    finally:
+        engine.prefix_cache = True
+    hits, reused = engine.stats["prefix_hits"], engine.stats["prefix_tokens"]
+    cached = [smol.invoke([system, HumanMessage(q)], max_tokens=24).content for q in questions]
+    assert cached == full
+    # The first two are remembered (their shared start: the system prompt), the third reuses it.
+    shared = len(smol._prompt_ids([system])) - 8  # at least the system turn, less the generation prompt
+    assert engine.stats["prefix_hits"] - hits >= 1
+    assert engine.stats["prefix_tokens"] - reused >= shared
+    # A prompt seen before is remembered whole: a third time reuses all of it but the last token.
+    prompt = smol._prompt_ids([system, HumanMessage(questions[0])])
+    assert smol.invoke([system, HumanMessage(questions[0])], max_tokens=24).content == full[0]
+    before = engine.stats["prefix_tokens"]
+    assert smol.invoke([system, HumanMessage(questions[0])], max_tokens=24).content == full[0]
+    assert engine.stats["prefix_tokens"] - before == len(prompt) - 1
