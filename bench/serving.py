@@ -77,6 +77,7 @@ def main() -> None:
         for k in levels:
             for mode in prefills if k > 1 else prefills[:1]:
                 engine.prefill_each = mode == "each"
+                engine.clear_prefix_cache().result()  # each level starts cold: no prompt seen before
                 before = dict(stats)
                 tps, wall = asyncio.run(level(model, prompts, k, args.tokens))
                 d = {key: stats[key] - before[key] for key in stats}

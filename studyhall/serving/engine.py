@@ -7,6 +7,10 @@ next step (their KV cache is left-padded to the batch's length), and finished ro
 so the batch stays full. Each row samples with its own temperature, top-p/top-k, seed, stop
 strings and token budget, and streams its text as it goes.
 
+Prompts that start like a recent prompt (the same agent's system prompt before each question)
+reuse the keys and values of the shared start (a small LRU prefix cache), and the KV cache
+grows in place (kv_cache.GrowingLayer) instead of being copied every step.
+
 LoRA adapters: a request may name an adapter folder. The engine loads it with peft the
 first time (in its own thread, between forward passes), and serves mixed batches — base
 rows and rows of different adapters in one forward pass, through peft's mixed-batch
@@ -447,6 +451,15 @@ class BatchEngine:
         first = self._sample(logits, rows)
         self._merge(rows, cache, mask, next_pos)
         self._advance(first, rows_offset=len(self._rows) - len(rows))
+
+    def clear_prefix_cache(self) -> Future:
+        """Forget remembered prompt starts (benchmarks: every level starts cold)."""
+
+        def clear() -> None:
+            self._prefixes.clear()
+            self._recent.clear()
+
+        return self._control(clear)
 
     def _prefix_hit(self, cache: Any, adapter: str, prompt: tuple[int, ...]) -> int:
         """Fill ``cache`` with the longest remembered start of ``prompt`` (same adapter) and
