@@ -425,7 +425,7 @@ class BatchEngine:
         started = time.perf_counter()
         cache = new_cache(self.model.config)
         single = len(prompts) == 1 and self.prefix_cache and self._mergeable
-        reused = self._prefix_hit(cache, *next(iter(unique))) if single else 0
+        reused = self._prefix_hit(cache, adapter_names[0], prompts[0]) if single else 0
         out = self.model(
             input_ids=ids[:, reused:].to(self.device),
             attention_mask=mask.to(self.device),
@@ -440,7 +440,7 @@ class BatchEngine:
         self.stats["prefill_tokens"] += int(mask.sum()) - reused
         self.stats["prefill_seconds"] += time.perf_counter() - started
         if single:
-            self._remember_prefix(cache, *next(iter(unique)))
+            self._remember_prefix(cache, adapter_names[0], prompts[0])
         logits = out.logits[:, -1, :]
         index = torch.tensor(row_src, dtype=torch.long)
         if len(rows) != len(prompts) or row_src != list(range(len(prompts))):

@@ -81,10 +81,11 @@ def get_engine(
         engine = _engines.get(key)
         if engine is not None:
             return engine
-        torch.set_num_threads(threads or os.cpu_count() or 1)
+        count = threads or os.cpu_count() or 1
+        torch.set_num_threads(count)
 
         def load() -> tuple[Any, Any, int]:
-            torch.set_num_threads(threads or os.cpu_count() or 1)
+            torch.set_num_threads(count)  # per OS thread, like every OpenMP setting
             model, tokenizer = load_model(path, torch_dtype)
             packed = 0
             if prepack:
