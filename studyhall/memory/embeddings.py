@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from studyhall.errors import ConfigError, ModelNotInstalledError
+from studyhall.torch_threads import on_own_thread
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 PACKAGED_NAMES = {DEFAULT_EMBEDDING_MODEL.lower(), "all-minilm-l6-v2"}
@@ -79,7 +80,10 @@ class EmbeddingModel:
                 from sentence_transformers import SentenceTransformer
 
                 try:
-                    model = SentenceTransformer(self.source, device="cpu")
+                    # Loading runs torch ops: on a short-lived thread, so no OpenMP pool stays on
+                    # the caller's thread to slow a running engine (studyhall.torch_threads).
+                    model = on_own_thread(SentenceTransformer, self.source, device="cpu", threads=self.threads,
+                                          name="studyhall-embedding-load")
                 except OSError as exc:
                     raise ConfigError(
                         f"cannot load embedding model {self.name!r}: {str(exc).splitlines()[0]}",
@@ -98,18 +102,21 @@ class EmbeddingModel:
         model = self.load()
         import torch
 
+        def run() -> Any:
+            return model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                convert_to_numpy=True, show_progress_bar=False)
+
         with _encode_lock:
-            before = torch.get_num_threads()
-            if self.threads and self.threads != before:
-                torch.set_num_threads(self.threads)  # per OS thread: generation elsewhere is untouched
-            try:
-                vectors = model.encode(
-                    list(texts), batch_size=batch_size, normalize_embeddings=True,
-                    convert_to_numpy=True, show_progress_bar=False,
-                )
-            finally:
-                if torch.get_num_threads() != before:
+            threads = self.threads or torch.get_num_threads()
+            if threads == 1:  # one thread starts no OpenMP pool: run here, at no cost
+                before = torch.get_num_threads()
+                torch.set_num_threads(1)  # per OS thread: generation elsewhere is untouched
+                try:
+                    vectors = run()
+                finally:
                     torch.set_num_threads(before)
+            else:  # a pool of its own, gone when done (studyhall.torch_threads)
+                vectors = on_own_thread(run, threads=threads, name="studyhall-embed")
         return np.asarray(vectors, dtype=np.float32)
 
 

@@ -17,7 +17,6 @@ import os
 import queue
 import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from studyhall.serving.engine import BatchEngine, Completion, Request, SamplingParams
 from studyhall.serving.messages import to_chat_dicts, usage
+from studyhall.torch_threads import on_own_thread
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,6 @@ def get_engine(
         torch.set_num_threads(count)
 
         def load() -> tuple[Any, Any, int]:
-            torch.set_num_threads(count)  # per OS thread, like every OpenMP setting
             model, tokenizer = load_model(path, torch_dtype)
             packed = 0
             if prepack:
@@ -94,12 +93,9 @@ def get_engine(
                 packed = pack_linears(model)
             return model, tokenizer, packed
 
-        # Load on a short-lived thread: its OpenMP thread pool ends with it. A pool left on the
-        # caller's thread beside the engine thread's puts more OpenMP threads than CPUs in the
-        # process, and libgomp then stops spinning at barriers: a single-stream decode step of the
-        # default model went from ~90 to ~125 ms (2 threads).
-        with ThreadPoolExecutor(1, thread_name_prefix="studyhall-load") as pool:
-            model, tokenizer, packed = pool.submit(load).result()
+        # On a short-lived thread: an OpenMP pool left on the caller's thread would slow every
+        # decode step of the engine (see studyhall.torch_threads).
+        model, tokenizer, packed = on_own_thread(load, threads=count, name="studyhall-load")
         engine = BatchEngine(
             model, tokenizer, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms, threads=threads,
             model_path=str(path),

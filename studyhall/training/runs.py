@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from studyhall.errors import InputError
+from studyhall.torch_threads import on_own_thread
 from studyhall.training.adapters import (
     ADAPTER_META,
     AdapterMetadata,
@@ -123,10 +124,9 @@ def prepare(out: Path, config: TrainConfig, report: DataReport, *, overwrite: bo
     return None
 
 
-def set_threads(config: TrainConfig, settings: Any) -> None:
-    import torch
-
-    torch.set_num_threads(config.threads or getattr(settings, "threads", None) or os.cpu_count() or 1)
+def training_threads(config: TrainConfig, settings: Any) -> int:
+    """torch threads for training: the config's, else the settings', else every CPU."""
+    return config.threads or getattr(settings, "threads", None) or os.cpu_count() or 1
 
 
 def load_base(run: Run) -> tuple[Any, Any]:
@@ -416,8 +416,10 @@ def train(
         console.print(report.summary())
         if resume is not None:
             console.print(f"resumed from {resume.name} in {resume.parent}")
-    set_threads(config, settings)
     run = Run(out=out_path, config=config, report=report, dataset=dataset, settings=settings,
               base_spec=str(parsed), base_path=base_path, resume_from=resume, parent=parent, console=console,
               callbacks=list(callbacks or []), extra_rewards=list(extra_rewards or []), novelty=novelty)
-    return importlib.import_module(f"studyhall.training.{method}").fit(run)
+    fit = importlib.import_module(f"studyhall.training.{method}").fit
+    # On a short-lived thread: an OpenMP pool left on this thread would slow the decode steps of
+    # any engine loaded afterwards, e.g. the loop's evaluation (see studyhall.torch_threads).
+    return on_own_thread(fit, run, threads=training_threads(config, settings), name="studyhall-train")

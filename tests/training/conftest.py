@@ -103,7 +103,8 @@ def simple(question: str, completion: str, gold: str, **kw) -> Trajectory:
 
 
 class Snapshot:
-    """A trainer callback that keeps every trainable parameter before and after training."""
+    """A trainer callback that keeps every trainable parameter before and after training, and
+    the name of the thread that trained."""
 
     def __new__(cls):
         from transformers import TrainerCallback
@@ -112,8 +113,12 @@ class Snapshot:
             def __init__(self) -> None:
                 self.before: dict = {}
                 self.after: dict = {}
+                self.thread = ""
 
             def on_train_begin(self, args, state, control, model=None, **kw):
+                import threading
+
+                self.thread = threading.current_thread().name
                 self.before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
             def on_train_end(self, args, state, control, model=None, **kw):

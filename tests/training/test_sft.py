@@ -49,6 +49,8 @@ def test_sft_learns_saves_and_the_adapter_changes_greedy_output(tmp_path, settin
                  callbacks=[snap])
     # every LoRA parameter moved; nothing else was trainable
     assert snap.before and all("lora_" in n for n in snap.before) and snap.unchanged() == []
+    # on a thread of its own (no OpenMP pool left on the caller's: studyhall.torch_threads)
+    assert snap.thread == "studyhall-train"
     # the loss falls on the one-example overfit set
     losses = [h["loss"] for h in logged(out) if "loss" in h]
     assert len(losses) == 8 and losses[-1] < 0.5 * losses[0]

@@ -1,0 +1,81 @@
+"""on_own_thread: result and errors come back, the thread count is set there, and the OpenMP
+pool its torch work started is gone afterwards (a pool left behind slows the engine)."""
+
+import os
+import threading
+import time
+
+import pytest
+
+from studyhall.torch_threads import on_own_thread
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _parallel_work() -> None:
+    import torch
+
+    x = torch.ones(1 << 22)
+    for _ in range(3):
+        (x * 2).sum()  # elementwise + reduction over 4M floats: an OpenMP parallel region
+
+
+def _settle(target: int, timeout: float = 5.0) -> int:
+    deadline = time.monotonic() + timeout
+    while _os_threads() != target and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _os_threads()
+
+
+def test_result_errors_and_thread_count_come_back():
+    import torch
+
+    seen: dict = {}
+
+    def work(a: int, b: int = 0) -> int:
+        seen["thread"] = threading.current_thread()
+        seen["threads"] = torch.get_num_threads()
+        return a + b
+
+    assert on_own_thread(work, 2, b=3, threads=1, name="studyhall-test") == 5
+    assert seen["thread"] is not threading.current_thread() and seen["thread"].name == "studyhall-test"
+    assert seen["threads"] == 1
+    before = torch.get_num_threads()
+    on_own_thread(work, 1)
+    assert seen["threads"] == before  # default: the caller's count
+
+    def boom() -> None:
+        raise ValueError("bad input 42")
+
+    with pytest.raises(ValueError, match="bad input 42"):
+        on_own_thread(boom)
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
+                    reason="counts OS threads through /proc; needs 2 CPUs for an OpenMP pool")
+def test_the_openmp_pool_ends_with_the_thread_but_stays_on_a_living_one():
+    baseline = _settle(_os_threads())
+    on_own_thread(_parallel_work, threads=2)
+    assert _settle(baseline) == baseline
+
+    # The same work on a thread that lives on keeps its pool's worker: what on_own_thread avoids.
+    done, release = threading.Event(), threading.Event()
+
+    def linger() -> None:
+        import torch
+
+        torch.set_num_threads(2)
+        _parallel_work()
+        done.set()
+        release.wait(10)
+
+    keeper = threading.Thread(target=linger, daemon=True)
+    keeper.start()
+    assert done.wait(30)
+    time.sleep(0.2)
+    assert _os_threads() >= baseline + 2  # the lingering thread and its OpenMP worker
+    release.set()
+    keeper.join(10)
+    assert _settle(baseline) == baseline
