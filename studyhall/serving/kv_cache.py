@@ -35,15 +35,20 @@ class _Buffer:
     def append(self, new: Any) -> Any:
         import torch
 
-        need = self.length + new.shape[-2]
         data = self.data
-        if (data is None or data.dim() != 4 or data.shape[:2] != new.shape[:2] or data.shape[-1] != new.shape[-1]
-                or data.dtype != new.dtype or data.device != new.device or need > data.shape[-2]):
-            if data is not None and data.dim() == 4 and self.length and data.shape[:2] == new.shape[:2]:
-                old = data[:, :, : self.length]
-            else:
-                old, self.length = None, 0
-                need = new.shape[-2]
+        if data is None or data.dim() != 4 or not self.length:  # empty: start from these
+            data, self.length = None, 0
+        elif (data.shape[:2] != new.shape[:2] or data.shape[-1] != new.shape[-1]
+              or data.dtype != new.dtype or data.device != new.device):
+            # Another batch, head count or head size is what torch.cat in DynamicLayer refuses; another
+            # dtype or device would convert silently. Fail rather than drop the cached positions.
+            raise ValueError(
+                f"KV cache update {tuple(new.shape)} {new.dtype} on {new.device} does not fit the cached "
+                f"{tuple(data.shape[:2])}x{self.length}x{data.shape[-1]} {data.dtype} on {data.device}"
+            )
+        need = self.length + new.shape[-2]
+        if data is None or need > data.shape[-2]:
+            old = data[:, :, : self.length] if data is not None else None
             grown = torch.empty(
                 (*new.shape[:2], need + max(_MIN_ROOM, need // 2), new.shape[-1]), dtype=new.dtype, device=new.device
             )

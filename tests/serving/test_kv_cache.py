@@ -44,8 +44,16 @@ def test_direct_assignment_row_selection_and_trimming():
     out_k, out_v = layer.update(k, v)
     torch.testing.assert_close(out_k, torch.cat([keys[[0, 2]][:, :, 2:], k], -2))
     assert out_v.shape == (2, 2, 5, 4)
-    layer.keys = torch.cat([layer.keys, layer.keys], 0)  # the engine's merge: a new batch size
+    # the engine's merge: a new batch size
+    layer.keys, layer.values = torch.cat([layer.keys, layer.keys], 0), torch.cat([layer.values, layer.values], 0)
     assert layer.update(*kv(4, 1, 6))[0].shape == (4, 2, 6, 4)
+    # an update that does not fit the cached rows fails, as torch.cat would, and keeps the cache
+    before = layer.keys.clone()
+    with pytest.raises(ValueError, match="does not fit"):
+        layer.update(*kv(3, 1, 7))
+    with pytest.raises(ValueError, match="does not fit"):
+        layer.update(*(t.bfloat16() for t in kv(4, 1, 7)))
+    torch.testing.assert_close(layer.keys, before)
 
 
 def test_new_cache_replaces_only_plain_layers():
