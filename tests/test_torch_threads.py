@@ -79,3 +79,31 @@ def test_the_openmp_pool_ends_with_the_thread_but_stays_on_a_living_one():
     release.set()
     keeper.join(10)
     assert _settle(baseline) == baseline
+
+
+def test_ctrl_c_reaches_the_caller_while_the_work_runs():
+    import signal
+    import subprocess
+    import sys
+
+    code = ("import sys, time\n"
+            "from studyhall.torch_threads import on_own_thread\n"
+            "def work():\n"
+            "    print('ready', flush=True)  # the work has started on its thread\n"
+            "    time.sleep(60)\n"
+            "try:\n"
+            "    on_own_thread(work)\n"
+            "except KeyboardInterrupt:\n"
+            "    print('interrupted', flush=True)\n"
+            "    sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(1.0)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "interrupted" in out
+    assert time.monotonic() - started < 10  # not after the 60 s of work
