@@ -420,6 +420,13 @@ def train(
               base_spec=str(parsed), base_path=base_path, resume_from=resume, parent=parent, console=console,
               callbacks=list(callbacks or []), extra_rewards=list(extra_rewards or []), novelty=novelty)
     fit = importlib.import_module(f"studyhall.training.{method}").fit
+    threads = training_threads(config, settings)
+    if getattr(config, "use_vllm", False):
+        # trl starts vLLM inside the trainer (GPU), and vLLM may set signal handlers: main thread only.
+        import torch
+
+        torch.set_num_threads(threads)
+        return fit(run)
     # On a short-lived thread: an OpenMP pool left on this thread would slow the decode steps of
     # any engine loaded afterwards, e.g. the loop's evaluation (see studyhall.torch_threads).
-    return on_own_thread(fit, run, threads=training_threads(config, settings), name="studyhall-train")
+    return on_own_thread(fit, run, threads=threads, name="studyhall-train")
