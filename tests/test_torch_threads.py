@@ -10,8 +10,8 @@ import pytest
 from studyhall.torch_threads import on_own_thread
 
 
-def _os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _tids() -> set[str]:
+    return set(os.listdir("/proc/self/task"))
 
 
 def _parallel_work() -> None:
@@ -22,11 +22,11 @@ def _parallel_work() -> None:
         (x * 2).sum()  # elementwise + reduction over 4M floats: an OpenMP parallel region
 
 
-def _settle(target: int, timeout: float = 5.0) -> int:
+def _gone(tids: set[str], timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
-    while _os_threads() != target and time.monotonic() < deadline:
+    while tids & _tids() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return _os_threads()
+    return not tids & _tids()
 
 
 def test_result_errors_and_thread_count_come_back():
@@ -56,29 +56,38 @@ def test_result_errors_and_thread_count_come_back():
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task") or (os.cpu_count() or 1) < 2,
                     reason="counts OS threads through /proc; needs 2 CPUs for an OpenMP pool")
 def test_the_openmp_pool_ends_with_the_thread_but_stays_on_a_living_one():
-    baseline = _settle(_os_threads())
-    on_own_thread(_parallel_work, threads=2)
-    assert _settle(baseline) == baseline
+    # OS threads born while the work ran: the worker thread and its OpenMP pool's thread(s)
+    before = _tids()
+
+    def work() -> set[str]:
+        _parallel_work()
+        return _tids() - before
+
+    born = on_own_thread(work, threads=2)
+    assert len(born) >= 2
+    assert _gone(born)
 
     # The same work on a thread that lives on keeps its pool's worker: what on_own_thread avoids.
+    before = _tids()
+    seen: dict = {}
     done, release = threading.Event(), threading.Event()
 
     def linger() -> None:
         import torch
 
         torch.set_num_threads(2)
-        _parallel_work()
+        seen["born"] = work()
         done.set()
         release.wait(10)
 
     keeper = threading.Thread(target=linger, daemon=True)
     keeper.start()
-    assert done.wait(30)
-    time.sleep(0.2)
-    assert _os_threads() >= baseline + 2  # the lingering thread and its OpenMP worker
+    assert done.wait(30) and len(seen["born"]) >= 2
+    time.sleep(0.3)
+    assert seen["born"] <= _tids()  # the lingering thread and its OpenMP worker are still there
     release.set()
     keeper.join(10)
-    assert _settle(baseline) == baseline
+    assert _gone(seen["born"])
 
 
 def test_ctrl_c_reaches_the_caller_while_the_work_runs():
